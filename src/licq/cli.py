@@ -1,0 +1,335 @@
+"""``licq`` command line: one command, subcommands, CompressAI's ``-a/-q/-m`` flags.
+
+Logs and progress go to stderr, results to files (and tables to stdout). A user mistake ends with
+one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+EXIT_USER_ERROR = 2
+
+
+def _quiet_imports() -> None:
+    # compressai imports torch_geometric, which warns about its own deprecations at import time.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch_geometric.*")
+    warnings.filterwarnings("ignore", message=r".*torch[_-]geometric.*")
+    # compressai scripts a helper with torch.jit.script, which torch 2.14 deprecates.
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _set_threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+# -- licq models ---------------------------------------------------------------------------------
+def cmd_models(args: argparse.Namespace) -> int:
+    from licq.models import get_adapter, list_models
+
+    for name in list_models():
+        a = get_adapter(name)
+        model = a.build(*a.tiny_args)
+        groups = a.groups(model)
+        desc = ", ".join(f"{g}: {len(v)}" for g, v in groups.items())
+        print(f"{name:22s} {a.cls.__name__:40s} quantizable layers ({desc})")
+        if args.layers:
+            for layer, group in a.quantizable_layers(model).items():
+                print(f"    {group:20s} {layer}")
+    return 0
+
+
+# -- licq eval -----------------------------------------------------------------------------------
+def _rd_points(args: argparse.Namespace) -> tuple[str, list, str]:
+    """Build the models named on the command line: (arch, [RDPoint], description)."""
+    from licq._provenance import sha256_file
+    from licq.defaults import DEFAULT_ARCH, default_checkpoints
+    from licq.eval import RDPoint
+    from licq.models import load_model
+
+    if args.checkpoint:
+        arch = args.arch or DEFAULT_ARCH
+        qualities = args.quality or [None] * len(args.checkpoint)
+        if len(qualities) != len(args.checkpoint):
+            raise ValueError("give one -q per -m checkpoint, or none")
+        pts = [RDPoint(load_model(arch, checkpoint=c), q,
+                       {"checkpoint": str(c), "checkpoint_sha256": sha256_file(c)})
+               for c, q in zip(args.checkpoint, qualities, strict=True)]
+        return arch, pts, "checkpoints"
+    if args.pretrained:
+        if not args.arch or not args.quality:
+            raise ValueError("--pretrained needs -a ARCH and -q QUALITY [QUALITY ...]")
+        pts = [RDPoint(load_model(args.arch, q, pretrained=True, metric=args.metric), q,
+                       {"pretrained": f"compressai zoo {args.arch} {args.metric} q{q}"})
+               for q in args.quality]
+        return args.arch, pts, "compressai pretrained"
+    if args.arch and args.arch != DEFAULT_ARCH:
+        raise ValueError(f"-a {args.arch}: give checkpoints with -m or use --pretrained")
+    ckpts = default_checkpoints()
+    qualities = args.quality or sorted(ckpts)
+    unknown = [q for q in qualities if q not in ckpts]
+    if unknown:
+        raise ValueError(f"the embedded default has qualities {sorted(ckpts)}, not {unknown}")
+    pts = [RDPoint(load_model(DEFAULT_ARCH, checkpoint=ckpts[q]), q,
+                   {"checkpoint": f"licq:assets/models/{ckpts[q].name}",
+                    "checkpoint_sha256": sha256_file(ckpts[q])})
+           for q in qualities]
+    return DEFAULT_ARCH, pts, "embedded default (licq FP32 baseline)"
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from licq.data import list_images
+    from licq.defaults import sample_images
+    from licq.eval import evaluate_rd, format_table, plot_rd, write_results
+    from licq.models import get_adapter
+
+    _set_threads(args.threads)
+    images = list_images(args.dataset) if args.dataset else sample_images()
+    if args.limit:
+        images = images[: args.limit]
+    arch, points, source = _rd_points(args)
+    name = args.name or f"{arch}-licq"
+    dataset = str(args.dataset) if args.dataset else "licq:assets/images"
+    results = evaluate_rd(
+        points, images, name=name, arch=arch,
+        description=f"Inference (ans), real bitstreams, CPU, {args.threads or 'default'} thread(s); "
+                    f"{source}; {len(images)} images from {dataset}",
+        pad_multiple=get_adapter(arch).pad_multiple, estimate=args.estimate,
+        progress=not args.no_progress, extra={"dataset": dataset},
+    )
+    print(format_table(results))
+    if args.output:
+        write_results(results, args.output)
+        _log(f"wrote {args.output}")
+    if args.plot:
+        plot_rd([results], args.plot, title=name)
+        _log(f"wrote {args.plot}")
+    return 0
+
+
+# -- licq bd-rate --------------------------------------------------------------------------------
+def cmd_bd_rate(args: argparse.Namespace) -> int:
+    from licq.eval import bd_psnr, bd_rate, plot_rd, read_results
+
+    anchor = read_results(args.anchor)
+    tests = [read_results(t) for t in args.test]
+    out = []
+    for path, test in zip(args.test, tests, strict=True):
+        row = {"anchor": anchor["name"], "test": test["name"], "file": str(path),
+               "metric": args.metric,
+               "bd_rate_percent": bd_rate(anchor, test, args.metric, args.method),
+               "bd_metric": bd_psnr(anchor, test, args.metric, args.method)}
+        out.append(row)
+        unit = "dB" if args.metric == "psnr-rgb" else ""
+        print(f"{test['name']} vs {anchor['name']} ({args.metric}): "
+              f"BD-rate {row['bd_rate_percent']:+.2f}%  BD-{args.metric} "
+              f"{row['bd_metric']:+.4f}{unit}")
+    if args.json:
+        print(json.dumps(out, indent=1))
+    if args.plot:
+        plot_rd([anchor, *tests], args.plot)
+        _log(f"wrote {args.plot}")
+    return 0
+
+
+# -- licq train ----------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from licq._provenance import provenance
+    from licq.data import CropSampler
+    from licq.errors import CheckpointError
+    from licq.models import get_adapter, lambda_for, read_state_dict
+    from licq.qat import Trainer, TrainConfig
+
+    _set_threads(args.threads)
+    out_dir = Path(args.out)
+    resume = None
+    if args.resume is not None:
+        resume = Path(args.resume) if args.resume != "auto" else out_dir / Trainer.CHECKPOINT
+        if not resume.is_file():
+            raise CheckpointError(f"nothing to resume: {resume} does not exist")
+    adapter = get_adapter(args.arch)
+    sizes = tuple(s for s in (args.N, args.M) if s is not None)
+    if len(sizes) != len(adapter.size_args):
+        raise ValueError(f"{args.arch} needs {' and '.join('--' + s for s in adapter.size_args)}")
+    lmbda = args.lmbda if args.lmbda is not None else (
+        lambda_for(args.quality, args.metric) if args.quality else None)
+    if lmbda is None:
+        raise ValueError("give --lambda or -q QUALITY (CompressAI's λ for that quality)")
+    config = TrainConfig(
+        lmbda=lmbda, metric=args.metric, lr=args.lr, aux_lr=args.aux_lr,
+        batch_size=args.batch_size, patch_size=args.patch_size, steps=args.steps,
+        max_seconds=args.max_seconds, clip_max_norm=args.clip_max_norm, seed=args.seed,
+        log_every=args.log_every, checkpoint_every=args.checkpoint_every,
+    )
+    torch.manual_seed(args.seed)
+    model = adapter.build(*sizes)
+    init_info = None
+    if args.init:
+        src = read_state_dict(args.init)
+        own = model.state_dict()
+        take = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape
+                and not k.endswith(("_quantized_cdf", "_offset", "_cdf_length"))}
+        model.load_state_dict(take, strict=False)
+        init_info = {"init": str(args.init), "init_keys_loaded": len(take),
+                     "model_keys": len(own)}
+        _log(f"init: {len(take)}/{len(own)} tensors from {args.init}")
+    sampler = CropSampler(args.dataset, patch_size=args.patch_size, seed=args.seed)
+    _log(f"data: {len(sampler)} images from {args.dataset}")
+    meta = {"arch": args.arch, "sizes": list(sizes), "quality": args.quality, "init": init_info}
+    trainer = Trainer(model, sampler, config, out_dir, meta=meta)
+    if resume is not None:
+        trainer.load_checkpoint(resume)
+        _log(f"resumed from {resume} at step {trainer.state.step} "
+             f"({trainer.state.elapsed:.0f}s trained)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_file = open(out_dir / "train.log", "a")  # noqa: SIM115 - closed below
+
+    def log(line: str) -> None:
+        log_file.write(f"lambda={lmbda} {line}\n")
+        log_file.flush()
+
+    try:
+        state = trainer.fit(log=log, progress=not args.no_progress)
+    finally:
+        log_file.close()
+    model.eval()
+    model.update(force=True)
+    torch.save(model.state_dict(), out_dir / "model.pth.tar")
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(out_dir / "model.safetensors"),
+              metadata={"arch": args.arch, "lambda": str(lmbda)})
+    summary = {"arch": args.arch, "sizes": list(sizes), "quality": args.quality, "lambda": lmbda,
+               "metric": args.metric, "steps": state.step, "train_seconds": state.elapsed,
+               "config": vars(args) | {"resume": args.resume}, "init": init_info,
+               "last": state.last, "provenance": provenance()}
+    (out_dir / "train.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    _log(f"done: {state.step} steps, {state.elapsed:.0f}s; wrote {out_dir / 'model.pth.tar'}")
+    return 0
+
+
+# -- licq demo -----------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job: evaluate the embedded default on the bundled images, print the RD table."""
+    from licq.defaults import manifest
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ns = argparse.Namespace(
+        arch=None, quality=None, checkpoint=None, pretrained=False, metric="mse",
+        dataset=None, limit=None, name="licq-default-fp32", estimate=False,
+        threads=args.threads, no_progress=args.no_progress,
+        output=out / "default-fp32.json", plot=out / "rd-default-fp32.png",
+    )
+    cmd_eval(ns)
+    m = manifest()
+    print(f"\nembedded default: {m['arch']} {m['sizes']}, recorded Kodak-24 figures in the "
+          "manifest; this demo used the 3 bundled Kodak images only.")
+    _log(f"demo finished in {time.perf_counter() - t0:.1f}s; results in {out}/")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="licq", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("models", help="list registered architectures and their layer groups")
+    s.add_argument("--layers", action="store_true", help="list every quantizable layer")
+    s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("eval", help="real-bitstream RD evaluation (CompressAI results JSON)")
+    s.add_argument("-a", "--arch", help="zoo name (default: the embedded default model)")
+    s.add_argument("-q", "--quality", type=int, nargs="+", help="quality level(s)")
+    s.add_argument("-m", "--checkpoint", type=Path, nargs="+", help="checkpoint file(s)")
+    s.add_argument("--pretrained", action="store_true", help="CompressAI's released weights")
+    s.add_argument("--metric", default="mse", choices=["mse", "ms-ssim"])
+    s.add_argument("-d", "--dataset", type=Path, help="image folder (default: bundled images)")
+    s.add_argument("--limit", type=int, help="only the first N images")
+    s.add_argument("-o", "--output", type=Path, help="results JSON")
+    s.add_argument("--plot", type=Path, help="RD plot PNG")
+    s.add_argument("--name", help="curve name in the results")
+    s.add_argument("--estimate", action="store_true",
+                   help="also report the likelihood estimate of bpp (bpp_estimate)")
+    s.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("bd-rate", help="BD-rate / BD-PSNR of results files against an anchor")
+    s.add_argument("anchor", type=Path)
+    s.add_argument("test", type=Path, nargs="+")
+    s.add_argument("--metric", default="psnr-rgb", choices=["psnr-rgb", "ms-ssim-rgb"])
+    s.add_argument("--method", default="akima", choices=["akima", "pchip", "cubic"])
+    s.add_argument("--plot", type=Path, help="RD plot PNG of all curves")
+    s.add_argument("--json", action="store_true", help="also print the numbers as JSON")
+    s.set_defaults(func=cmd_bd_rate)
+
+    s = sub.add_parser("train", help="FP32 RD training (CompressAI recipe), resumable")
+    s.add_argument("-a", "--arch", required=True)
+    s.add_argument("-N", type=int, dest="N")
+    s.add_argument("-M", type=int, dest="M")
+    s.add_argument("-q", "--quality", type=int, help="sets λ to CompressAI's λ for it")
+    s.add_argument("--lambda", type=float, dest="lmbda")
+    s.add_argument("--metric", default="mse", choices=["mse", "ms-ssim"])
+    s.add_argument("-d", "--dataset", type=Path, required=True, help="image folder (recursive)")
+    s.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    s.add_argument("--steps", type=int)
+    s.add_argument("--max-seconds", type=float, help="training wall-time budget")
+    s.add_argument("--lr", type=float, default=1e-4)
+    s.add_argument("--aux-lr", type=float, default=1e-3)
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--patch-size", type=int, default=128)
+    s.add_argument("--clip-max-norm", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--log-every", type=int, default=50)
+    s.add_argument("--checkpoint-every", type=int, default=500)
+    s.add_argument("--init", type=Path, help="start from the matching tensors of this checkpoint")
+    s.add_argument("--resume", nargs="?", const="auto",
+                   help="continue from a training checkpoint (default: OUT/checkpoint.pth.tar)")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("demo", help="the main job on the embedded default model and images")
+    s.add_argument("-o", "--out", default="out/demo")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_imports()
+    args = build_parser().parse_args(argv)
+    from licq.errors import LicqError
+
+    try:
+        return int(args.func(args) or 0)
+    except (LicqError, ValueError, FileNotFoundError) as e:
+        print(f"licq {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("licq: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Bjøntegaard delta rate and PSNR between two RD curves (the ``bjontegaard`` package)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bjontegaard as bd
+import numpy as np
+
+from licq.errors import LicqError
+
+
+class BDRateError(LicqError):
+    """Curves that cannot be compared (too few points, non-monotone, no overlap)."""
+
+
+def _curve(results: dict[str, Any], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    res = results["results"]
+    if metric not in res:
+        raise BDRateError(f"{results.get('name', '?')}: no {metric!r} in results")
+    rate = np.asarray(res["bpp"], dtype=float)
+    dist = np.asarray(res[metric], dtype=float)
+    order = np.argsort(rate)
+    return rate[order], dist[order]
+
+
+def _check(rate: np.ndarray, dist: np.ndarray, name: str) -> None:
+    if len(rate) < 4:
+        raise BDRateError(f"{name}: BD-rate needs at least 4 RD points, got {len(rate)}")
+    if not np.all(np.isfinite(dist)) or not np.all(rate > 0):
+        raise BDRateError(f"{name}: rates must be positive and metrics finite")
+    if np.any(np.diff(dist) <= 0):
+        raise BDRateError(f"{name}: distortion metric is not increasing with rate")
+
+
+def bd_rate(anchor: dict, test: dict, metric: str = "psnr-rgb", method: str = "akima") -> float:
+    """BD-rate of ``test`` against ``anchor`` in percent (negative = test needs fewer bits).
+
+    Args:
+        anchor, test: results objects in CompressAI's format (see :mod:`licq.eval.results`).
+        metric: ``"psnr-rgb"`` or ``"ms-ssim-rgb"`` (MS-SSIM is used as is, not in dB).
+        method: interpolation, ``"akima"`` (default), ``"pchip"`` or ``"cubic"``.
+    """
+    ra, da = _curve(anchor, metric)
+    rt, dt = _curve(test, metric)
+    _check(ra, da, anchor.get("name", "anchor"))
+    _check(rt, dt, test.get("name", "test"))
+    return float(bd.bd_rate(ra, da, rt, dt, method=method, require_matching_points=False))
+
+
+def bd_psnr(anchor: dict, test: dict, metric: str = "psnr-rgb", method: str = "akima") -> float:
+    """BD-PSNR (or BD-metric) of ``test`` against ``anchor`` (positive = test is better)."""
+    ra, da = _curve(anchor, metric)
+    rt, dt = _curve(test, metric)
+    _check(ra, da, anchor.get("name", "anchor"))
+    _check(rt, dt, test.get("name", "test"))
+    return float(bd.bd_psnr(ra, da, rt, dt, method=method, require_matching_points=False))

@@ -1,0 +1,201 @@
+"""The training loop shared by ``licq train`` (FP32) and QAT.
+
+CompressAI's recipe: Adam on the model parameters, a separate Adam on the entropy bottleneck's
+quantiles for the auxiliary loss, gradient-norm clipping, random crops. Checkpoints are written
+atomically and hold everything needed to continue exactly: model, both optimizers, step, elapsed
+time, the crop sampler's generator and the global torch RNG (the entropy bottleneck's noise).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from licq._provenance import atomic_write_bytes
+from licq.data import CropSampler
+from licq.errors import CheckpointError
+from licq.qat.loss import RateDistortionLoss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (defaults: the recipe of licq's baselines)."""
+
+    lmbda: float = 0.0067  # RD trade-off λ (CompressAI's q3)
+    metric: str = "mse"  # "mse" or "ms-ssim"
+    lr: float = 1e-4  # Adam learning rate of the network
+    aux_lr: float = 1e-3  # Adam learning rate of the entropy-bottleneck quantiles
+    batch_size: int = 8
+    patch_size: int = 128  # random square crops
+    steps: int | None = None  # stop after this many steps ...
+    max_seconds: float | None = None  # ... or this much training wall time, whichever first
+    clip_max_norm: float = 1.0  # gradient-norm clipping (0 disables)
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 500  # steps between checkpoints (and one at the end)
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.max_seconds is None:
+            raise ValueError("give steps or max_seconds (or both)")
+        if self.steps is not None and self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.batch_size < 1 or self.patch_size < 16:
+            raise ValueError("batch_size must be >= 1 and patch_size >= 16")
+        if self.lr <= 0 or self.aux_lr <= 0:
+            raise ValueError("learning rates must be positive")
+
+
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(network parameters, auxiliary quantile parameters), CompressAI's split."""
+    main, aux = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (aux if name.endswith(".quantiles") else main).append(p)
+    return main, aux
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    elapsed: float = 0.0  # training wall time so far, across resumes
+    last: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+class Trainer:
+    """Runs the RD training loop on ``model`` with crops from ``sampler``.
+
+    Args:
+        model: a CompressAI model (float, or prepared for QAT).
+        sampler: crop source; its generator is part of the checkpoint.
+        config: :class:`TrainConfig`.
+        out_dir: where ``checkpoint.pth.tar`` is written.
+        meta: JSON-able metadata stored in every checkpoint (architecture, sizes, ...).
+        extra_param_groups: additional optimizer parameter groups (QAT quantizer parameters).
+    """
+
+    CHECKPOINT = "checkpoint.pth.tar"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        sampler: CropSampler,
+        config: TrainConfig,
+        out_dir: str | os.PathLike,
+        meta: dict[str, Any] | None = None,
+        extra_param_groups: list[dict] | None = None,
+    ) -> None:
+        self.model = model
+        self.sampler = sampler
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.meta = dict(meta or {})
+        self.criterion = RateDistortionLoss(config.lmbda, config.metric)
+        main, aux = split_parameters(model)
+        groups = [{"params": main, "lr": config.lr}] + list(extra_param_groups or [])
+        self.optimizer = torch.optim.Adam(groups)
+        self.aux_optimizer = torch.optim.Adam(aux, lr=config.aux_lr) if aux else None
+        self.state = TrainState()
+        torch.manual_seed(config.seed)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / self.CHECKPOINT
+
+    def save_checkpoint(self) -> Path:
+        ckpt = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "aux_optimizer": self.aux_optimizer.state_dict() if self.aux_optimizer else None,
+            "step": self.state.step,
+            "elapsed": self.state.elapsed,
+            "sampler_rng": self.sampler.state(),
+            "torch_rng": torch.get_rng_state(),
+            "config": dataclasses.asdict(self.config),
+            "meta": self.meta,
+        }
+        buf = io.BytesIO()
+        torch.save(ckpt, buf)
+        atomic_write_bytes(self.checkpoint_path(), buf.getvalue())
+        return self.checkpoint_path()
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Restore everything :meth:`save_checkpoint` wrote, so training continues exactly."""
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError) as e:
+            raise CheckpointError(f"cannot read training checkpoint {path}: {e}") from None
+        if not isinstance(ckpt, dict) or "optimizer" not in ckpt or "step" not in ckpt:
+            raise CheckpointError(f"{path} is not a licq training checkpoint (no optimizer state)")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.aux_optimizer is not None and ckpt.get("aux_optimizer") is not None:
+            self.aux_optimizer.load_state_dict(ckpt["aux_optimizer"])
+        self.state.step = int(ckpt["step"])
+        self.state.elapsed = float(ckpt["elapsed"])
+        self.sampler.set_state(ckpt["sampler_rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+
+    # -- training ----------------------------------------------------------------------------
+    def _done(self) -> bool:
+        c = self.config
+        return (c.steps is not None and self.state.step >= c.steps) or (
+            c.max_seconds is not None and self.state.elapsed >= c.max_seconds
+        )
+
+    def train_step(self) -> dict[str, float]:
+        c = self.config
+        self.model.train()
+        x = self.sampler.batch(c.batch_size)
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self.criterion(self.model(x), x)
+        out["loss"].backward()
+        if c.clip_max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], c.clip_max_norm)
+        self.optimizer.step()
+        stats = {k: float(v) for k, v in out.items()}
+        if self.aux_optimizer is not None:
+            self.aux_optimizer.zero_grad(set_to_none=True)
+            aux_loss = self.model.aux_loss()
+            aux_loss.backward()
+            self.aux_optimizer.step()
+            stats["aux_loss"] = float(aux_loss)
+        stats["psnr"] = -10 * torch.log10(torch.tensor(max(stats["mse_loss"], 1e-12))).item()
+        return stats
+
+    def fit(self, log: Callable[[str], None] | None = None, progress: bool = True) -> TrainState:
+        """Train until ``steps`` or ``max_seconds``; checkpoint periodically and at the end."""
+        c = self.config
+        total = c.steps if c.steps is not None else None
+        bar = tqdm(total=total, initial=self.state.step, desc="train", unit="step",
+                   disable=not progress, dynamic_ncols=True)
+        try:
+            while not self._done():
+                t0 = time.perf_counter()
+                stats = self.train_step()
+                self.state.elapsed += time.perf_counter() - t0
+                self.state.step += 1
+                self.state.last = stats
+                bar.update(1)
+                if self.state.step % c.log_every == 0:
+                    bar.set_postfix(loss=f"{stats['loss']:.4f}", bpp=f"{stats['bpp_loss']:.4f}",
+                                    psnr=f"{stats['psnr']:.2f}")
+                    if log is not None:
+                        log(f"step={self.state.step} elapsed={self.state.elapsed:.0f}s "
+                            + " ".join(f"{k}={v:.4f}" for k, v in stats.items()))
+                if self.state.step % c.checkpoint_every == 0:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        self.save_checkpoint()
+        return self.state

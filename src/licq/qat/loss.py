@@ -1,0 +1,44 @@
+"""The rate-distortion loss that FP32 training and QAT both minimise."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from pytorch_msssim import ms_ssim
+from torch import Tensor
+
+
+class RateDistortionLoss(nn.Module):
+    """``bpp + λ·255²·MSE`` (metric ``"mse"``) or ``bpp + λ·(1 − MS-SSIM)`` (``"ms-ssim"``).
+
+    This is CompressAI's training objective: bpp is the likelihood estimate of the rate of every
+    latent (y and z), MSE is computed on the reconstruction clamped to [0, 1].
+    """
+
+    def __init__(self, lmbda: float, metric: str = "mse") -> None:
+        super().__init__()
+        if metric not in ("mse", "ms-ssim"):
+            raise ValueError(f"metric must be 'mse' or 'ms-ssim', got {metric!r}")
+        if lmbda <= 0:
+            raise ValueError(f"λ must be positive, got {lmbda}")
+        self.lmbda = lmbda
+        self.metric = metric
+
+    def forward(self, output: dict, target: Tensor) -> dict[str, Tensor]:
+        n, _, h, w = target.shape
+        num_pixels = n * h * w
+        bpp = sum(torch.log(lk).sum() for lk in output["likelihoods"].values()) / (
+            -math.log(2) * num_pixels
+        )
+        x_hat = output["x_hat"].clamp(0, 1)
+        mse = torch.mean((x_hat - target) ** 2)
+        out = {"bpp_loss": bpp, "mse_loss": mse}
+        if self.metric == "mse":
+            out["loss"] = bpp + self.lmbda * 255**2 * mse
+        else:
+            msssim = ms_ssim(x_hat, target, data_range=1.0)
+            out["ms_ssim_loss"] = msssim
+            out["loss"] = bpp + self.lmbda * (1 - msssim)
+        return out
