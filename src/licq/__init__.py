@@ -4,6 +4,10 @@ Load a CompressAI codec (:func:`load_model`), evaluate it on real bitstreams (:f
 compare RD curves (:func:`bd_rate`), train it (:class:`Trainer`).
 """
 
+from licq._warnings import quiet_third_party_imports
+
+quiet_third_party_imports()
+
 from licq.errors import CheckpointError, LicqError
 from licq.eval import (
     bd_psnr,

@@ -56,7 +56,7 @@ def provenance() -> dict:
     return {
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "commit": git_commit(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
     }
 

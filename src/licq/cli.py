@@ -11,18 +11,9 @@ import json
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 EXIT_USER_ERROR = 2
-
-
-def _quiet_imports() -> None:
-    # compressai imports torch_geometric, which warns about its own deprecations at import time.
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch_geometric.*")
-    warnings.filterwarnings("ignore", message=r".*torch[_-]geometric.*")
-    # compressai scripts a helper with torch.jit.script, which torch 2.14 deprecates.
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
 
 
 def _log(msg: str) -> None:
@@ -105,8 +96,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     dataset = str(args.dataset) if args.dataset else "licq:assets/images"
     results = evaluate_rd(
         points, images, name=name, arch=arch,
-        description=f"Inference (ans), real bitstreams, CPU, {args.threads or 'default'} thread(s); "
-                    f"{source}; {len(images)} images from {dataset}",
+        description=f"Inference (ans), real bitstreams, CPU, {args.threads or 'default'} "
+                    f"thread(s); {source}; {len(images)} images from {dataset}",
         pad_multiple=get_adapter(arch).pad_multiple, estimate=args.estimate,
         progress=not args.no_progress, extra={"dataset": dataset},
     )
@@ -153,7 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from licq.data import CropSampler
     from licq.errors import CheckpointError
     from licq.models import get_adapter, lambda_for, read_state_dict
-    from licq.qat import Trainer, TrainConfig
+    from licq.qat import TrainConfig, Trainer
 
     _set_threads(args.threads)
     out_dir = Path(args.out)
@@ -316,7 +307,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _quiet_imports()
     args = build_parser().parse_args(argv)
     from licq.errors import LicqError
 

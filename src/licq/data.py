@@ -71,7 +71,10 @@ class CropSampler:
         self, root: str | os.PathLike | Sequence[str | os.PathLike], patch_size: int = 256,
         seed: int = 0, flip: bool = True,
     ) -> None:
-        paths = list_images(root) if isinstance(root, str | os.PathLike) else [Path(p) for p in root]
+        if isinstance(root, str | os.PathLike):
+            paths = list_images(root)
+        else:
+            paths = [Path(p) for p in root]
         self.paths = paths
         self.patch_size = patch_size
         self.flip = flip
@@ -79,7 +82,9 @@ class CropSampler:
         small = [str(p) for p, im in zip(paths, self.images, strict=True)
                  if min(im.shape[1:]) < patch_size]
         if small:
-            raise DataError(f"{len(small)} images smaller than the {patch_size}px crop, e.g. {small[0]}")
+            raise DataError(
+                f"{len(small)} images smaller than the {patch_size}px crop, e.g. {small[0]}"
+            )
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:

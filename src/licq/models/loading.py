@@ -150,7 +150,9 @@ def load_model(
         return model_from_state_dict(adapter, read_state_dict(checkpoint))
     if not adapter.zoo:
         if pretrained:
-            raise CheckpointError(f"CompressAI has no pretrained weights for {arch}; pass a checkpoint")
+            raise CheckpointError(
+                f"CompressAI has no pretrained weights for {arch}; pass a checkpoint"
+            )
         model = adapter.build()
     else:
         from compressai import zoo

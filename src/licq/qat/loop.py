@@ -161,15 +161,16 @@ class Trainer:
         out = self.criterion(self.model(x), x)
         out["loss"].backward()
         if c.clip_max_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], c.clip_max_norm)
+            params = self.optimizer.param_groups[0]["params"]
+            torch.nn.utils.clip_grad_norm_(params, c.clip_max_norm)
         self.optimizer.step()
-        stats = {k: float(v) for k, v in out.items()}
+        stats = {k: float(v.detach()) for k, v in out.items()}
         if self.aux_optimizer is not None:
             self.aux_optimizer.zero_grad(set_to_none=True)
             aux_loss = self.model.aux_loss()
             aux_loss.backward()
             self.aux_optimizer.step()
-            stats["aux_loss"] = float(aux_loss)
+            stats["aux_loss"] = float(aux_loss.detach())
         stats["psnr"] = -10 * torch.log10(torch.tensor(max(stats["mse_loss"], 1e-12))).item()
         return stats
 
