@@ -157,6 +157,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     sizes = tuple(s for s in (args.N, args.M) if s is not None)
     if len(sizes) != len(adapter.size_args):
         raise ValueError(f"{args.arch} needs {' and '.join('--' + s for s in adapter.size_args)}")
+    if args.patch_size % adapter.pad_multiple:
+        raise ValueError(
+            f"--patch-size must be a multiple of {adapter.pad_multiple} for {args.arch}"
+        )
     lmbda = args.lmbda if args.lmbda is not None else (
         lambda_for(args.quality, args.metric) if args.quality else None)
     if lmbda is None:
@@ -175,7 +179,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         own = model.state_dict()
         take = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape
                 and not k.endswith(("_quantized_cdf", "_offset", "_cdf_length"))}
-        model.load_state_dict(take, strict=False)
+        # nn.Module's loader: CompressAI's wants the CDF tables, which a warm start rebuilds.
+        torch.nn.Module.load_state_dict(model, take, strict=False)
         init_info = {"init": str(args.init), "init_keys_loaded": len(take),
                      "model_keys": len(own)}
         _log(f"init: {len(take)}/{len(own)} tensors from {args.init}")

@@ -1,0 +1,56 @@
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch_geometric(\.|$)")
+
+import licq  # noqa: E402,F401  (sets licq's warning filters before compressai loads)
+from licq.data import read_image_uint8, save_image  # noqa: E402
+from licq.defaults import sample_images  # noqa: E402
+from licq.models import get_adapter  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path | None:
+    """``../shared`` next to the checkout (or $LICQ_SHARED), where the real data lives."""
+    p = Path(os.environ.get("LICQ_SHARED", REPO.parent / "shared"))
+    return p if (p / "data").is_dir() else None
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    yield
+
+
+def tiny_model(name: str) -> torch.nn.Module:
+    a = get_adapter(name)
+    torch.manual_seed(0)
+    m = a.build(*a.tiny_args).eval()
+    m.update(force=True)
+    return m
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory) -> Path:
+    """Real image content: crops of the bundled Kodak samples, including odd sizes."""
+    d = tmp_path_factory.mktemp("images")
+    img = read_image_uint8(sample_images()[0]).float() / 255
+    save_image(img[:, 100:228, 200:328], d / "a.png")  # 128x128
+    save_image(img[:, 0:70, 0:90], d / "b_odd.png")  # 70x90: needs padding
+    return d
+
+
+@pytest.fixture(scope="session")
+def crop_dir(tmp_path_factory) -> Path:
+    """A few 96x96 real crops for training tests."""
+    d = tmp_path_factory.mktemp("crops")
+    for i, p in enumerate(sample_images()):
+        img = read_image_uint8(p).float() / 255
+        save_image(img[:, 200:296, 300:396], d / f"c{i}.png")
+    return d

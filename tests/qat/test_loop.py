@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from licq.data import CropSampler
+from licq.qat import RateDistortionLoss, TrainConfig, Trainer
+from tests.conftest import tiny_model
+
+
+def _trainer(crop_dir, out, steps):
+    model = tiny_model("bmshj2018-hyperprior").train()
+    cfg = TrainConfig(steps=steps, batch_size=2, patch_size=64, lr=1e-3, log_every=1,
+                      checkpoint_every=100, seed=3)
+    return Trainer(model, CropSampler(crop_dir, patch_size=64, seed=3), cfg, out)
+
+
+def test_resume_equals_uninterrupted(tmp_path, crop_dir):
+    full = _trainer(crop_dir, tmp_path / "full", steps=6)
+    full.fit(progress=False)
+
+    first = _trainer(crop_dir, tmp_path / "split", steps=3)
+    first.fit(progress=False)
+    second = _trainer(crop_dir, tmp_path / "split", steps=6)
+    second.load_checkpoint(tmp_path / "split" / Trainer.CHECKPOINT)
+    assert second.state.step == 3
+    second.fit(progress=False)
+
+    a, b = full.model.state_dict(), second.model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert full.optimizer.state_dict()["state"][0]["exp_avg"].equal(
+        second.optimizer.state_dict()["state"][0]["exp_avg"])
+    # and training moved the weights at all
+    assert not torch.equal(a["g_a.0.weight"], tiny_model("bmshj2018-hyperprior").g_a[0].weight)
+
+
+def test_training_lowers_the_rd_loss(tmp_path, crop_dir):
+    t = _trainer(crop_dir, tmp_path, steps=40)
+    sampler = CropSampler(crop_dir, patch_size=64, seed=99)
+    x = sampler.batch(4)
+    crit = RateDistortionLoss(0.0067)
+    with torch.no_grad():
+        before = crit(t.model.eval()(x), x)["loss"].item()
+    t.fit(progress=False)
+    with torch.no_grad():
+        after = crit(t.model.eval()(x), x)["loss"].item()
+    assert after < 0.8 * before
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="steps or max_seconds"):
+        TrainConfig()
+    with pytest.raises(ValueError, match="learning rates"):
+        TrainConfig(steps=1, lr=0)
+    with pytest.raises(ValueError, match="metric"):
+        RateDistortionLoss(0.01, "psnr")
+
+
+def test_rd_loss_hand_computed():
+    x = torch.zeros(1, 3, 4, 4)
+    out = {"x_hat": torch.full_like(x, 0.1),
+           "likelihoods": {"y": torch.full((1, 2, 2, 2), 0.5)}}  # 8 symbols × 1 bit
+    r = RateDistortionLoss(0.01)(out, x)
+    assert r["bpp_loss"].item() == pytest.approx(8 / 16)
+    assert r["loss"].item() == pytest.approx(0.5 + 0.01 * 255**2 * 0.01)

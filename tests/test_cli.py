@@ -1,0 +1,75 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from licq.cli import main
+from licq.eval import read_results
+from licq.models import load_model
+
+
+def test_demo_runs_on_embedded_assets(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "licq.cli", "demo", "-o", str(tmp_path),
+                        "--no-progress"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "PSNR-RGB" in r.stdout and r.stdout.count("\n    q") == 4
+    res = read_results(tmp_path / "default-fp32.json")
+    assert len(res["results"]["bpp"]) == 4
+    # a real codec: more bits buy more quality
+    assert res["results"]["bpp"] == sorted(res["results"]["bpp"])
+    assert res["results"]["psnr-rgb"] == sorted(res["results"]["psnr-rgb"])
+    assert (tmp_path / "rd-default-fp32.png").stat().st_size > 1000
+    assert "Traceback" not in r.stderr
+
+
+def test_train_then_resume_then_eval(tmp_path, crop_dir, capsys):
+    out = tmp_path / "run"
+    base = ["train", "-a", "bmshj2018-hyperprior", "-N", "8", "-M", "12", "-q", "2",
+            "-d", str(crop_dir), "-o", str(out), "--batch-size", "2", "--patch-size", "64",
+            "--no-progress", "--log-every", "1", "--threads", "1"]
+    assert main(base + ["--steps", "2"]) == 0
+    assert main(base + ["--steps", "4", "--resume"]) == 0
+    summary = json.loads((out / "train.json").read_text())
+    assert summary["steps"] == 4 and summary["lambda"] == 0.0035
+    log = (out / "train.log").read_text().splitlines()
+    assert [ln.split()[1] for ln in log] == ["step=1", "step=2", "step=3", "step=4"]
+    model = load_model("bmshj2018-hyperprior", checkpoint=out / "model.pth.tar")
+    with torch.no_grad():
+        assert model.compress(torch.rand(1, 3, 64, 64))["strings"]
+    res_path = tmp_path / "r.json"
+    assert main(["eval", "-m", str(out / "model.pth.tar"), "-d", str(crop_dir),
+                 "-o", str(res_path), "--no-progress"]) == 0
+    assert read_results(res_path)["licq"]["points"][0]["checkpoint_sha256"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "-a", "bmshj2018-hyperprior", "-N", "8", "-d", ".", "-o", "x", "--steps", "1",
+      "-q", "1"], "needs --N and --M"),
+    (["train", "-a", "bmshj2018-hyperprior", "-N", "8", "-M", "8", "-d", ".", "-o", "x",
+      "--steps", "1", "-q", "1", "--patch-size", "100"], "multiple of 64"),
+    (["train", "-a", "bmshj2018-hyperprior", "-N", "8", "-M", "8", "-d", ".", "-o", "x",
+      "--steps", "1", "-q", "1", "--resume"], "nothing to resume"),
+    (["eval", "-q", "7"], "qualities [1, 2, 3, 4]"),
+    (["bd-rate", "nothere.json", "x.json"], "not found"),
+])
+def test_user_errors(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_bd_rate_command(tmp_path, capsys):
+    def res(scale):
+        return {"name": f"s{scale}", "results": {
+            "bpp": [0.1 * scale, 0.2 * scale, 0.4 * scale, 0.8 * scale],
+            "psnr-rgb": [26.0, 28.0, 30.0, 31.5]}}
+    (tmp_path / "a.json").write_text(json.dumps(res(1)))
+    (tmp_path / "b.json").write_text(json.dumps(res(1.1)))
+    assert main(["bd-rate", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--json",
+                 "--plot", str(tmp_path / "p.png")]) == 0
+    out = capsys.readouterr().out
+    assert "BD-rate +10.00%" in out
+    assert (tmp_path / "p.png").exists()
