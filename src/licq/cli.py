@@ -143,7 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from licq._provenance import provenance
     from licq.data import CropSampler
     from licq.errors import CheckpointError
-    from licq.models import get_adapter, lambda_for, read_state_dict
+    from licq.models import get_adapter, lambda_for, read_state_dict, warm_start
     from licq.qat import TrainConfig, Trainer
 
     _set_threads(args.threads)
@@ -175,15 +175,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = adapter.build(*sizes)
     init_info = None
     if args.init:
-        src = read_state_dict(args.init)
-        own = model.state_dict()
-        take = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape
-                and not k.endswith(("_quantized_cdf", "_offset", "_cdf_length"))}
-        # nn.Module's loader: CompressAI's wants the CDF tables, which a warm start rebuilds.
-        torch.nn.Module.load_state_dict(model, take, strict=False)
-        init_info = {"init": str(args.init), "init_keys_loaded": len(take),
-                     "model_keys": len(own)}
-        _log(f"init: {len(take)}/{len(own)} tensors from {args.init}")
+        loaded = warm_start(model, read_state_dict(args.init))
+        init_info = {"init": str(args.init), "init_keys_loaded": len(loaded),
+                     "model_keys": len(model.state_dict())}
+        _log(f"init: {len(loaded)}/{len(model.state_dict())} tensors from {args.init}")
     sampler = CropSampler(args.dataset, patch_size=args.patch_size, seed=args.seed)
     _log(f"data: {len(sampler)} images from {args.dataset}")
     meta = {"arch": args.arch, "sizes": list(sizes), "quality": args.quality, "init": init_info}

@@ -121,3 +121,15 @@ def test_cli_errors_are_one_line(tmp_path, args, message):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and message in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_warm_start_copies_matching_tensors_only():
+    from licq.models import warm_start
+
+    src = tiny_model("bmshj2018-hyperprior")
+    dst = get_adapter("mbt2018-mean").build(*get_adapter("mbt2018-mean").tiny_args)
+    loaded = warm_start(dst, src.state_dict())
+    assert "g_a.0.weight" in loaded and "h_a.0.weight" in loaded
+    assert not any(k.startswith("h_s.") for k in loaded)  # mean-scale h_s has other shapes
+    assert not any("cdf" in k for k in loaded)
+    assert torch.equal(dst.g_s[6].weight, src.g_s[6].weight)

@@ -1,6 +1,6 @@
 """Model adapters (CompressAI zoo names) and safe checkpoint loading."""
 
-from licq.models.loading import load_model, model_from_state_dict, read_state_dict
+from licq.models.loading import load_model, model_from_state_dict, read_state_dict, warm_start
 from licq.models.registry import (
     QUANTIZABLE_TYPES,
     ModelAdapter,
@@ -22,4 +22,5 @@ __all__ = [
     "load_model",
     "model_from_state_dict",
     "read_state_dict",
+    "warm_start",
 ]

@@ -119,6 +119,19 @@ def load_strict(model: nn.Module, state_dict: dict[str, Tensor], arch: str) -> N
         raise CheckpointError(f"checkpoint does not match architecture {arch}: {detail}") from None
 
 
+def warm_start(model: nn.Module, state_dict: dict[str, Tensor]) -> list[str]:
+    """Copy the tensors of ``state_dict`` whose name and shape match ``model``'s (a warm start).
+
+    Entropy-coder tables are skipped (they are rebuilt by ``update``). Returns the loaded names.
+    """
+    own = model.state_dict()
+    take = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape
+            and not k.endswith(("_quantized_cdf", "_offset", "_cdf_length"))}
+    # nn.Module's loader: CompressAI's insists on the CDF tables, which a warm start rebuilds.
+    nn.Module.load_state_dict(model, take, strict=False)
+    return sorted(take)
+
+
 def load_model(
     arch: str,
     quality: int | None = None,
