@@ -1,0 +1,213 @@
+"""``quantize_(model, config)``: per-layer quantization configs, torchao-style.
+
+A :class:`QuantConfig` is data: a default :class:`LayerQConfig` plus a map from layer name (exact,
+or ``"re:<regex>"``) to a :class:`LayerQConfig` or ``None`` (keep float). It serialises to JSON;
+that JSON is what the mixed-precision search writes and ``licq ptq --bit-config`` reads.
+
+Resolution order for each quantizable layer: an exact name, then the first matching regex in map
+order, then ``default``. Every key of the map must match at least one quantizable layer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from licq.models.registry import QUANTIZABLE_TYPES
+from licq.quant.modules import QuantLayer, quantized_type_for
+from licq.quant.observers import OBSERVERS
+from licq.quant.primitives import MAX_BITS, MIN_BITS
+
+GRANULARITIES = ("per_channel", "per_tensor")
+CONFIG_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LayerQConfig:
+    """How one layer is quantized.
+
+    Attributes:
+        w_bits: weight bit-width (2-16). For GDN/IGDN: the precision of effective γ and β.
+        a_bits: input-activation bit-width (2-16), or ``None`` for weight-only.
+        granularity: ``"per_channel"`` (weights per output channel) or ``"per_tensor"``.
+        symmetric: symmetric signed weights (zero exact) or asymmetric.
+        observer: weight range observer: ``"minmax"``, ``"percentile"`` or ``"mse"``.
+        a_observer: input-activation range observer.
+    """
+
+    w_bits: int = 8
+    a_bits: int | None = 8
+    granularity: str = "per_channel"
+    symmetric: bool = True
+    observer: str = "mse"
+    a_observer: str = "percentile"
+
+    def __post_init__(self) -> None:
+        for name, bits in (("w_bits", self.w_bits), ("a_bits", self.a_bits)):
+            if bits is None and name == "a_bits":
+                continue
+            if not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
+                raise ValueError(f"{name} must be an integer in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        for name in ("observer", "a_observer"):
+            if getattr(self, name) not in OBSERVERS:
+                raise ValueError(f"{name} must be one of {OBSERVERS}, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LayerQConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown LayerQConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """A whole-model quantization config.
+
+    Attributes:
+        default: config of every quantizable layer the map does not name (``None``: keep float).
+        layers: ``name or "re:<regex>" -> LayerQConfig | None``.
+        gdn_bits: if set, GDN/IGDN γ/β use this precision whatever their layer config says.
+    """
+
+    default: LayerQConfig | None = field(default_factory=LayerQConfig)
+    layers: dict[str, LayerQConfig | None] = field(default_factory=dict)
+    gdn_bits: int | None = None
+
+    def __post_init__(self) -> None:
+        for key in self.layers:
+            if key.startswith("re:"):
+                try:
+                    re.compile(key[3:])
+                except re.error as e:
+                    raise ValueError(f"layer key {key!r}: invalid regex ({e})") from None
+        if self.gdn_bits is not None and not MIN_BITS <= self.gdn_bits <= MAX_BITS:
+            raise ValueError(f"gdn_bits must be in {MIN_BITS}..{MAX_BITS}, got {self.gdn_bits}")
+
+    @classmethod
+    def uniform(cls, w_bits: int, a_bits: int | None = 8, **kw: Any) -> QuantConfig:
+        """Every quantizable layer at the same precision (``a_bits=None``: weight-only)."""
+        return cls(default=LayerQConfig(w_bits=w_bits, a_bits=a_bits, **kw))
+
+    # -- resolution --------------------------------------------------------------------------
+    def resolve(self, layer_names: list[str]) -> dict[str, LayerQConfig | None]:
+        """The config of each layer; raises ``ValueError`` for keys that match no layer."""
+        names = set(layer_names)
+        regexes = [(k, re.compile(k[3:])) for k in self.layers if k.startswith("re:")]
+        for key in self.layers:
+            if key.startswith("re:"):
+                rx = dict(regexes)[key]
+                if not any(rx.search(n) for n in layer_names):
+                    raise ValueError(f"layer pattern {key!r} matches no quantizable layer")
+            elif key not in names:
+                raise ValueError(f"layer {key!r} is not a quantizable layer of this model")
+        out: dict[str, LayerQConfig | None] = {}
+        for n in layer_names:
+            if n in self.layers:
+                out[n] = self.layers[n]
+                continue
+            for key, rx in regexes:
+                if rx.search(n):
+                    out[n] = self.layers[key]
+                    break
+            else:
+                out[n] = self.default
+        return out
+
+    # -- JSON --------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": CONFIG_VERSION,
+            "default": asdict(self.default) if self.default else None,
+            "layers": {k: asdict(v) if v else None for k, v in self.layers.items()},
+            "gdn_bits": self.gdn_bits,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> QuantConfig:
+        if not isinstance(d, dict):
+            raise ValueError("a bit config must be a JSON object")
+        if d.get("version", CONFIG_VERSION) != CONFIG_VERSION:
+            raise ValueError(f"unsupported bit-config version {d.get('version')!r}")
+        default = d.get("default")
+        layers = d.get("layers", {})
+        if not isinstance(layers, dict):
+            raise ValueError("'layers' must map layer names to configs or null")
+        return cls(
+            default=LayerQConfig.from_dict(default) if default else None,
+            layers={k: LayerQConfig.from_dict(v) if v else None for k, v in layers.items()},
+            gdn_bits=d.get("gdn_bits"),
+        )
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=1)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | os.PathLike) -> QuantConfig:
+        p = Path(text_or_path) if not str(text_or_path).lstrip().startswith("{") else None
+        text = p.read_text() if p is not None else str(text_or_path)
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"bit config is not valid JSON: {e}") from None
+
+
+def quantizable_layer_names(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, QUANTIZABLE_TYPES)]
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def quantize_(model: nn.Module, config: QuantConfig) -> dict[str, LayerQConfig | None]:
+    """Replace quantizable layers of ``model`` in place by their fake-quantized versions.
+
+    Weights are quantized immediately (their ranges come from the weights themselves);
+    input activations need :func:`licq.calibrate` before the model runs. Entropy models stay
+    float. Returns the resolved ``layer -> config`` map (``None`` = kept float).
+
+    Raises:
+        ValueError: bits outside 2-16, a map key matching no layer, a layer type without a
+            quantized version, or a model that is already quantized; the message names the layer.
+    """
+    modules = dict(model.named_modules())
+    already = [n for n, m in modules.items() if isinstance(m, QuantLayer)]
+    if already:
+        raise ValueError(f"model is already quantized (e.g. {already[0]})")
+    names = quantizable_layer_names(model)
+    resolved = config.resolve(names)
+    for name, cfg in resolved.items():
+        if cfg is None:
+            continue
+        mod = modules[name]
+        qtype = quantized_type_for(mod)
+        if qtype is None:
+            raise ValueError(f"layer {name!r} ({type(mod).__name__}) has no quantized version")
+        if config.gdn_bits is not None and qtype.__name__ == "QGDN":
+            cfg = replace(cfg, w_bits=config.gdn_bits)
+            resolved[name] = cfg
+        try:
+            new = qtype.from_float(mod, cfg)
+        except ValueError as e:
+            raise ValueError(f"layer {name!r}: {e}") from None
+        _set_submodule(model, name, new)
+    return resolved
+
+
+def quantized_layers(model: nn.Module) -> dict[str, QuantLayer]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, QuantLayer)}

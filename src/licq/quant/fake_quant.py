@@ -1,0 +1,73 @@
+"""The fake quantizer: a module holding one tensor's bit-width, range and quantization params."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from licq.quant.observers import Observer
+from licq.quant.primitives import fake_quantize, qparams_from_range, qrange
+
+
+class NotCalibratedError(RuntimeError):
+    """An activation quantizer was used before calibration gave it a range."""
+
+
+class FakeQuantize(nn.Module):
+    """Quantize-dequantize one tensor (weights per channel along ``axis``, inputs per tensor).
+
+    While ``observing`` it records statistics and passes values through unchanged; after
+    :meth:`compute_qparams` it fake-quantizes. ``scale`` and ``zero_point`` are buffers (fixed
+    quantization parameters); QAT may replace them with learnable parameters.
+    """
+
+    def __init__(
+        self, bits: int, symmetric: bool, axis: int | None = None, channels: int | None = None,
+        observer: str = "minmax", unsigned: bool = False,
+    ) -> None:
+        super().__init__()
+        self.bits = bits
+        self.symmetric = symmetric
+        self.unsigned = unsigned
+        self.axis = axis
+        self.qmin, self.qmax = qrange(bits, symmetric, unsigned)
+        shape = (channels,) if axis is not None else ()
+        self.register_buffer("scale", torch.ones(shape))
+        self.register_buffer("zero_point", torch.zeros(shape))
+        self.register_buffer("calibrated", torch.tensor(False))
+        self.observer = Observer(observer, axis)
+        self.observing = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.observing:
+            self.observer.observe(x)
+            return x
+        if not bool(self.calibrated):
+            raise NotCalibratedError(
+                "activation quantizer has no range yet: run `with licq.calibrate(model): ...` "
+                "over calibration images first"
+            )
+        return fake_quantize(x, self.scale, self.zero_point, self.qmin, self.qmax, self.axis)
+
+    @torch.no_grad()
+    def compute_qparams(self) -> None:
+        """Set scale/zero point from what the observer saw; frees the observer's samples."""
+        lo, hi = self.observer.compute_range(self.qmin, self.qmax, self.symmetric)
+        scale, zp = qparams_from_range(lo, hi, self.qmin, self.qmax, self.symmetric)
+        self.scale.copy_(scale.reshape(self.scale.shape))
+        self.zero_point.copy_(zp.reshape(self.zero_point.shape))
+        self.calibrated.fill_(True)
+        self.observer.reset()
+
+    @torch.no_grad()
+    def calibrate_static(self, x: Tensor) -> None:
+        """Observe a static tensor (a weight) once and set the parameters from it."""
+        self.observer.reset()
+        self.observer.observe(x)
+        self.compute_qparams()
+
+    def extra_repr(self) -> str:
+        gran = f"per-channel(axis={self.axis})" if self.axis is not None else "per-tensor"
+        kind = "unsigned" if self.unsigned else ("symmetric" if self.symmetric else "asymmetric")
+        return f"bits={self.bits}, {kind}, {gran}, observer={self.observer.kind}"
