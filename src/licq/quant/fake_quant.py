@@ -54,7 +54,8 @@ class FakeQuantize(nn.Module):
     def compute_qparams(self) -> None:
         """Set scale/zero point from what the observer saw; frees the observer's samples."""
         lo, hi = self.observer.compute_range(self.qmin, self.qmax, self.symmetric)
-        scale, zp = qparams_from_range(lo, hi, self.qmin, self.qmax, self.symmetric)
+        integer = self.observer.integer and self.axis is None
+        scale, zp = qparams_from_range(lo, hi, self.qmin, self.qmax, self.symmetric, integer)
         self.scale.copy_(scale.reshape(self.scale.shape))
         self.zero_point.copy_(zp.reshape(self.zero_point.shape))
         self.calibrated.fill_(True)

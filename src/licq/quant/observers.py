@@ -40,6 +40,7 @@ class Observer:
         self.weight: Tensor | None = None  # the whole tensor (per-channel weights)
         self._generator = torch.Generator().manual_seed(seed)
         self.count = 0
+        self.integer = True  # every value seen so far is an integer (a decoded latent)
 
     @torch.no_grad()
     def observe(self, x: Tensor) -> None:
@@ -49,6 +50,7 @@ class Observer:
         self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)
         self.hi = hi if self.hi is None else torch.maximum(self.hi, hi)
         self.count += 1
+        self.integer = self.integer and bool(torch.equal(x, torch.round(x)))
         if self.kind == "minmax":
             return
         if self.axis is not None:
@@ -72,7 +74,9 @@ class Observer:
         """The clipping range ``(lo, hi)`` this observer chooses."""
         if self.lo is None or self.hi is None:
             raise RuntimeError("observer has seen no data")
-        if self.kind == "minmax":
+        if self.kind == "minmax" or (self.integer and self.axis is None):
+            # Integer inputs (the decoded latents ŷ, ẑ feeding g_s / h_s) are kept on an integer
+            # grid over their full range: exact whenever the range fits in 2^b levels.
             return self.lo, self.hi
         values = self.weight if self.axis is not None else self.samples
         assert values is not None
@@ -110,3 +114,4 @@ class Observer:
     def reset(self) -> None:
         self.lo = self.hi = self.samples = self.weight = None
         self.count = 0
+        self.integer = True

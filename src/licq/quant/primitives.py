@@ -41,18 +41,26 @@ def channel_view(v: Tensor, x: Tensor, axis: int | None) -> Tensor:
 
 
 def qparams_from_range(
-    lo: Tensor, hi: Tensor, qmin: int, qmax: int, symmetric: bool
+    lo: Tensor, hi: Tensor, qmin: int, qmax: int, symmetric: bool, integer_step: bool = False
 ) -> tuple[Tensor, Tensor]:
-    """Scale and zero point that map ``[lo, hi]`` onto ``[qmin, qmax]`` (zero always exact)."""
+    """Scale and zero point that map ``[lo, hi]`` onto ``[qmin, qmax]`` (zero always exact).
+
+    ``integer_step`` rounds the scale up to an integer ≥ 1: for integer-valued tensors (decoded
+    latents) the grid then contains every integer whenever the range fits in the levels.
+    """
     lo = torch.minimum(lo, torch.zeros_like(lo))
     hi = torch.maximum(hi, torch.zeros_like(hi))
     eps = torch.finfo(torch.float32).eps
     if symmetric:
         scale = torch.maximum(-lo, hi) / qmax if qmin < 0 else hi / qmax
         scale = scale.clamp_min(eps)
+        if integer_step:
+            scale = torch.ceil(scale - 1e-6).clamp_min(1.0)
         zero_point = torch.zeros_like(scale)
     else:
         scale = ((hi - lo) / (qmax - qmin)).clamp_min(eps)
+        if integer_step:
+            scale = torch.ceil(scale - 1e-6).clamp_min(1.0)
         zero_point = (qmin - torch.round(lo / scale)).clamp(qmin, qmax)
     return scale.float(), zero_point.float()
 
