@@ -46,7 +46,7 @@ class LayerQConfig:
     granularity: str = "per_channel"
     symmetric: bool = True
     observer: str = "mse"
-    a_observer: str = "minmax"
+    a_observer: str = "mse"
 
     def __post_init__(self) -> None:
         for name, bits in (("w_bits", self.w_bits), ("a_bits", self.a_bits)):

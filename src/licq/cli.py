@@ -81,25 +81,26 @@ def _rd_points(args: argparse.Namespace) -> tuple[str, list, str]:
     return DEFAULT_ARCH, pts, "embedded default (licq FP32 baseline)"
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def _evaluate_and_write(
+    args: argparse.Namespace, arch: str, points: list, source: str, name: str,
+    extra: dict | None = None,
+) -> dict:
+    """Evaluate RD points on the dataset (or the bundled images); print, write, plot."""
     from licq.data import list_images
     from licq.defaults import sample_images
     from licq.eval import evaluate_rd, format_table, plot_rd, write_results
     from licq.models import get_adapter
 
-    _set_threads(args.threads)
     images = list_images(args.dataset) if args.dataset else sample_images()
     if args.limit:
         images = images[: args.limit]
-    arch, points, source = _rd_points(args)
-    name = args.name or f"{arch}-licq"
     dataset = str(args.dataset) if args.dataset else "licq:assets/images"
     results = evaluate_rd(
         points, images, name=name, arch=arch,
         description=f"Inference (ans), real bitstreams, CPU, {args.threads or 'default'} "
                     f"thread(s); {source}; {len(images)} images from {dataset}",
         pad_multiple=get_adapter(arch).pad_multiple, estimate=args.estimate,
-        progress=not args.no_progress, extra={"dataset": dataset},
+        progress=not args.no_progress, extra={"dataset": dataset, **(extra or {})},
     )
     print(format_table(results))
     if args.output:
@@ -108,6 +109,72 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.plot:
         plot_rd([results], args.plot, title=name)
         _log(f"wrote {args.plot}")
+    return results
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    arch, points, source = _rd_points(args)
+    _evaluate_and_write(args, arch, points, source, args.name or f"{arch}-licq")
+    return 0
+
+
+# -- licq ptq ------------------------------------------------------------------------------------
+def _ptq_config(args: argparse.Namespace):  # noqa: ANN202
+    from licq.api import LayerQConfig, QuantConfig
+
+    if args.bit_config:
+        return [QuantConfig.from_json(p) for p in args.bit_config], "bit-config"
+    if args.w_bits is None:
+        raise ValueError("give --w-bits (with --a-bits or --weight-only) or --bit-config FILE")
+    a_bits = None if args.weight_only else args.a_bits
+    layer = LayerQConfig(args.w_bits, a_bits, observer=args.observer, a_observer=args.a_observer)
+    setting = f"w{args.w_bits}a{a_bits}" if a_bits else f"w{args.w_bits}-wonly"
+    return [QuantConfig(default=layer, gdn_bits=args.gdn_bits)], setting
+
+
+def cmd_ptq(args: argparse.Namespace) -> int:
+    """Post-training quantization of each quality point, then real-bitstream evaluation."""
+    from licq.defaults import default_calibration_dir
+    from licq.ptq import post_training_quantize
+
+    _set_threads(args.threads)
+    configs, setting = _ptq_config(args)
+    arch, points, source = _rd_points(args)
+    if len(configs) == 1:
+        configs = configs * len(points)
+    if len(configs) != len(points):
+        raise ValueError(f"{len(configs)} bit configs for {len(points)} models: give one or one each")
+    calib = args.calib_dir or default_calibration_dir()
+    sizes, seconds = [], []
+    for p, cfg in zip(points, configs, strict=True):
+        r = post_training_quantize(p.model, cfg, calib, num_crops=args.calib_crops,
+                                   patch_size=args.calib_size, seed=args.calib_seed,
+                                   progress=not args.no_progress)
+        sec = r.calibration.seconds if r.calibration else 0.0
+        p.info.update({"bit_config": cfg.to_dict(), "size": r.size.as_dict(),
+                       "calibration_seconds": sec})
+        sizes.append(r.size)
+        seconds.append(sec)
+        _log(f"q{p.quality}: {r.size.model_bytes:,.0f} B, ratio {r.size.ratio:.3f}x "
+             f"(quantized layers {r.size.quantized_layers_ratio:.3f}x), calibration {sec:.1f}s")
+    from licq._provenance import provenance
+
+    prov = provenance()
+    extra = {
+        "setting": setting,
+        "model_bytes": [s.model_bytes for s in sizes],
+        "fp32_bytes": [s.fp32_bytes for s in sizes],
+        "ratio": sum(s.ratio for s in sizes) / len(sizes),
+        "quantized_layers_ratio": sum(s.quantized_layers_ratio for s in sizes) / len(sizes),
+        "bit_config": configs[0].to_dict() if len(set(map(str, configs))) == 1 else None,
+        "calibration_seconds": seconds,
+        "calibration": {"dir": str(calib) if calib else None, "crops": args.calib_crops,
+                        "size": args.calib_size, "seed": args.calib_seed},
+        "command": prov["command"], "commit": prov["commit"],
+    }
+    name = args.name or f"{arch}-ptq-{setting}"
+    _evaluate_and_write(args, arch, points, f"{source}, PTQ {setting}", name, extra)
     return 0
 
 
@@ -238,15 +305,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="licq", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
-
-    s = sub.add_parser("models", help="list registered architectures and their layer groups")
-    s.add_argument("--layers", action="store_true", help="list every quantizable layer")
-    s.set_defaults(func=cmd_models)
-
-    s = sub.add_parser("eval", help="real-bitstream RD evaluation (CompressAI results JSON)")
+def _add_eval_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("-a", "--arch", help="zoo name (default: the embedded default model)")
     s.add_argument("-q", "--quality", type=int, nargs="+", help="quality level(s)")
     s.add_argument("-m", "--checkpoint", type=Path, nargs="+", help="checkpoint file(s)")
@@ -261,7 +320,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also report the likelihood estimate of bpp (bpp_estimate)")
     s.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     s.add_argument("--no-progress", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="licq", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("models", help="list registered architectures and their layer groups")
+    s.add_argument("--layers", action="store_true", help="list every quantizable layer")
+    s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("eval", help="real-bitstream RD evaluation (CompressAI results JSON)")
+    _add_eval_args(s)
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("ptq", help="post-training quantization + real-bitstream evaluation")
+    _add_eval_args(s)
+    s.add_argument("--w-bits", type=int, help="uniform weight bits (2-16)")
+    s.add_argument("--a-bits", type=int, default=8, help="uniform input-activation bits")
+    s.add_argument("--weight-only", action="store_true", help="do not quantize activations")
+    s.add_argument("--bit-config", type=Path, nargs="+",
+                   help="per-layer bit config JSON (one, or one per model)")
+    s.add_argument("--observer", default="mse", choices=["minmax", "percentile", "mse"])
+    s.add_argument("--a-observer", default="mse", choices=["minmax", "percentile", "mse"])
+    s.add_argument("--gdn-bits", type=int, help="precision of GDN/IGDN γ, β (default: w-bits)")
+    s.add_argument("--calib-dir", type=Path, help="calibration images (training set, never Kodak; "
+                   "default: the bundled training crops)")
+    s.add_argument("--calib-crops", type=int, default=32)
+    s.add_argument("--calib-size", type=int, default=256)
+    s.add_argument("--calib-seed", type=int, default=0)
+    s.set_defaults(func=cmd_ptq)
 
     s = sub.add_parser("bd-rate", help="BD-rate / BD-PSNR of results files against an anchor")
     s.add_argument("anchor", type=Path)

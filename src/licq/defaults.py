@@ -24,5 +24,10 @@ def default_checkpoints() -> dict[int, Path]:
     return {int(e["quality"]): ASSETS / "models" / e["file"] for e in manifest()["models"]}
 
 
+def default_calibration_dir() -> Path:
+    """Bundled calibration crops: 256x256 crops of training photos (never Kodak)."""
+    return ASSETS / "calib"
+
+
 def sample_images() -> list[Path]:
     return sorted((ASSETS / "images").glob("*.png"))
