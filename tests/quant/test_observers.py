@@ -35,3 +35,19 @@ def test_per_channel_mse_is_per_channel():
     assert lo.shape == (4,)
     ratio = hi / w.abs().amax(dim=(1, 2, 3))
     assert (ratio > 0.3).all() and (ratio <= 1.0 + 1e-6).all()
+
+
+def test_activation_sample_is_uniform_over_batches():
+    obs = Observer("percentile", max_samples=1000)
+    for b in range(10):  # batch b holds only the value b
+        obs.observe(torch.full((5000,), float(b)))
+    counts = torch.bincount(obs.samples.long(), minlength=10)
+    assert obs.samples.numel() == 1000
+    assert counts.min() > 60 and counts.max() < 140  # ≈ 100 each, not skewed to late batches
+
+
+def test_small_tensors_are_observed_whole():
+    x = torch.randn(500)
+    obs = Observer("mse", max_samples=1000)
+    obs.observe(x)
+    assert torch.equal(obs.samples.sort().values, x.sort().values)

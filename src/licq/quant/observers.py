@@ -36,7 +36,8 @@ class Observer:
         self.mse_grid = mse_grid
         self.lo: Tensor | None = None
         self.hi: Tensor | None = None
-        self.samples: Tensor | None = None  # per-tensor reservoir (activations)
+        self.samples: Tensor | None = None  # per-tensor uniform sample (activations)
+        self._keys: Tensor | None = None
         self.weight: Tensor | None = None  # the whole tensor (per-channel weights)
         self._generator = torch.Generator().manual_seed(seed)
         self.count = 0
@@ -56,14 +57,17 @@ class Observer:
         if self.axis is not None:
             self.weight = x  # per-channel: a static tensor (weights), keep it whole
             return
+        # Uniform sample without replacement over everything seen: every value gets a random
+        # key and the max_samples smallest keys are kept (priority sampling across batches).
         flat = x.flatten()
-        take = min(flat.numel(), self.max_samples)
-        idx = torch.randint(flat.numel(), (take,), generator=self._generator)
-        new = flat[idx]
-        self.samples = new if self.samples is None else torch.cat([self.samples, new])
-        if self.samples.numel() > self.max_samples:
-            keep = torch.randperm(self.samples.numel(), generator=self._generator)
-            self.samples = self.samples[keep[: self.max_samples]]
+        keys = torch.rand(flat.numel(), generator=self._generator)
+        if self.samples is not None:
+            flat = torch.cat([self.samples, flat])
+            keys = torch.cat([self._keys, keys])
+        if flat.numel() > self.max_samples:
+            keys, idx = torch.topk(keys, self.max_samples, largest=False, sorted=False)
+            flat = flat[idx]
+        self.samples, self._keys = flat, keys
 
     @property
     def ready(self) -> bool:
@@ -112,6 +116,6 @@ class Observer:
         return best_lo, best_hi
 
     def reset(self) -> None:
-        self.lo = self.hi = self.samples = self.weight = None
+        self.lo = self.hi = self.samples = self._keys = self.weight = None
         self.count = 0
         self.integer = True
