@@ -14,13 +14,17 @@ def test_demo_runs_on_embedded_assets(tmp_path):
     r = subprocess.run([sys.executable, "-m", "licq.cli", "demo", "-o", str(tmp_path),
                         "--no-progress"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "PSNR-RGB" in r.stdout and r.stdout.count("\n    q") == 4
+    assert "PSNR-RGB" in r.stdout and r.stdout.count("\n    q") == 8
     res = read_results(tmp_path / "default-fp32.json")
     assert len(res["results"]["bpp"]) == 4
     # a real codec: more bits buy more quality
     assert res["results"]["bpp"] == sorted(res["results"]["bpp"])
     assert res["results"]["psnr-rgb"] == sorted(res["results"]["psnr-rgb"])
-    assert (tmp_path / "rd-default-fp32.png").stat().st_size > 1000
+    ptq = read_results(tmp_path / "default-ptq-w8a8.json")
+    assert 2.5 < ptq["licq"]["ratio"] < 3.0  # whole model; CDF tables stay 32-bit
+    assert 3.9 < ptq["licq"]["quantized_layers_ratio"] < 4.0
+    assert "W8A8 PTQ vs FP32" in r.stdout and "BD-rate" in r.stdout
+    assert (tmp_path / "rd-default.png").stat().st_size > 1000
     assert "Traceback" not in r.stderr
 
 

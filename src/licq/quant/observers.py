@@ -25,7 +25,7 @@ class Observer:
 
     def __init__(
         self, kind: str = "minmax", axis: int | None = None, percentile: float = 0.01,
-        max_samples: int = 1 << 20, mse_grid: int = 64, seed: int = 0,
+        max_samples: int = 1 << 18, mse_grid: int = 64, seed: int = 0,
     ) -> None:
         if kind not in OBSERVERS:
             raise ValueError(f"observer must be one of {OBSERVERS}, got {kind!r}")
