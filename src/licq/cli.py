@@ -178,6 +178,96 @@ def cmd_ptq(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- licq sensitivity / search ------------------------------------------------------------------
+def _single_model(args: argparse.Namespace):  # noqa: ANN202
+    arch, points, _ = _rd_points(args)
+    if len(points) != 1:
+        raise ValueError("give exactly one model (one -m checkpoint, or one -q)")
+    return arch, points[0]
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    """FMPQ sensitivity ζ_n(b) of every layer, cached by model hash, data and settings."""
+    from licq.defaults import default_calibration_dir
+    from licq.models import lambda_for
+    from licq.search import SensitivityResult, SensitivitySettings, cache_key, compute_sensitivity
+    from licq.search.sensitivity import model_hash
+
+    _set_threads(args.threads)
+    arch, point = _single_model(args)
+    quality = point.quality
+    lmbda = args.lmbda if args.lmbda is not None else (lambda_for(quality) if quality else None)
+    if lmbda is None:
+        raise ValueError("give --lambda or -q QUALITY (the model's training λ)")
+    calib = args.calib_dir or default_calibration_dir()
+    settings = SensitivitySettings(
+        bits=tuple(args.bits), a_bits=None if args.weight_only else args.a_bits, lmbda=lmbda,
+        calib_dir=str(calib), num_crops=args.calib_crops, patch_size=args.calib_size,
+        seed=args.calib_seed)
+    key = cache_key(model_hash(point.model), settings)
+    cache = Path(args.cache_dir) / f"{arch}-{key}.json"
+    if cache.is_file() and not args.no_cache:
+        result = SensitivityResult.from_json(cache)
+        _log(f"sensitivity: cached {cache}")
+    else:
+        result = compute_sensitivity(point.model, settings, progress=not args.no_progress)
+        result.settings["arch"] = arch
+        result.settings["quality"] = quality
+        result.to_json(cache)
+        _log(f"sensitivity: {result.evaluations} trials in {result.seconds:.1f}s "
+             f"({result.path} path); cached {cache}")
+    if args.output:
+        result.to_json(args.output)
+        _log(f"wrote {args.output}")
+    print(f"{'layer':28s}" + "".join(f"{b:>9d}b" for b in result.bits))
+    for n in result.layers:
+        print(f"{n:28s}" + "".join(f"{100 * result.zeta[n][str(b)]:+9.2f}%" for b in result.bits))
+    return 0
+
+
+def _constraints(args: argparse.Namespace):  # noqa: ANN202
+    from licq.search import Constraints
+
+    fixed = {}
+    for item in args.fix or []:
+        name, _, bits = item.rpartition("=")
+        if not name or not bits.isdigit():
+            raise ValueError(f"--fix expects NAME=BITS or re:REGEX=BITS, got {item!r}")
+        fixed[name] = int(bits)
+    return Constraints(fixed=fixed, min_bits=args.min_bits, max_bits=args.max_bits,
+                       float_layers=tuple(args.keep_float or ()))
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Allocate bits for a target ratio from a sensitivity file; write a bit-config JSON."""
+    import json
+
+    from licq.search import Problem, SearchError, SensitivityResult, adaptive, dp, exhaustive
+
+    sens = SensitivityResult.from_json(args.sensitivity)
+    arch, point = _single_model(args)
+    problem = Problem(point.model, sens, _constraints(args), basis=args.basis)
+    try:
+        if args.method == "adaptive":
+            alloc = adaptive(problem, args.target_ratio, tol=args.tol)
+        elif args.method == "exhaustive":
+            alloc = exhaustive(problem, args.target_ratio, tol=args.tol)
+        else:
+            alloc, _ = dp(problem, args.target_ratio)
+    except SearchError as e:
+        if e.best is None or not args.accept_best:
+            raise
+        _log(f"licq search: {e}; writing the best found (--accept-best)")
+        alloc = e.best
+    alloc.config.to_json(args.output)
+    summary = alloc.summary()
+    print(json.dumps({k: v for k, v in summary.items() if k != "bits"}, indent=1))
+    _log(f"wrote {args.output}: {args.basis} ratio {alloc.ratio:.3f}x (model {alloc.model_ratio:.3f}x,"
+         f" quantized layers {alloc.quantized_layers_ratio:.3f}x), predicted Σζ "
+         f"{alloc.predicted:+.4f}")
+    return 0
+
+
 # -- licq bd-rate --------------------------------------------------------------------------------
 def cmd_bd_rate(args: argparse.Namespace) -> int:
     from licq.eval import bd_psnr, bd_rate, plot_rd, read_results
@@ -318,12 +408,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------------
-def _add_eval_args(s: argparse.ArgumentParser) -> None:
+def _add_model_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("-a", "--arch", help="zoo name (default: the embedded default model)")
     s.add_argument("-q", "--quality", type=int, nargs="+", help="quality level(s)")
     s.add_argument("-m", "--checkpoint", type=Path, nargs="+", help="checkpoint file(s)")
     s.add_argument("--pretrained", action="store_true", help="CompressAI's released weights")
     s.add_argument("--metric", default="mse", choices=["mse", "ms-ssim"])
+
+
+def _add_calib_args(s: argparse.ArgumentParser, crops: int = 32) -> None:
+    s.add_argument("--calib-dir", type=Path, help="calibration images (training set, never Kodak; "
+                   "default: the bundled training crops)")
+    s.add_argument("--calib-crops", type=int, default=crops)
+    s.add_argument("--calib-size", type=int, default=256)
+    s.add_argument("--calib-seed", type=int, default=0)
+
+
+def _add_eval_args(s: argparse.ArgumentParser) -> None:
+    _add_model_args(s)
     s.add_argument("-d", "--dataset", type=Path, help="image folder (default: bundled images)")
     s.add_argument("--limit", type=int, help="only the first N images")
     s.add_argument("-o", "--output", type=Path, help="results JSON")
@@ -357,12 +459,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--observer", default="mse", choices=["minmax", "percentile", "mse"])
     s.add_argument("--a-observer", default="mse", choices=["minmax", "percentile", "mse"])
     s.add_argument("--gdn-bits", type=int, help="precision of GDN/IGDN γ, β (default: w-bits)")
-    s.add_argument("--calib-dir", type=Path, help="calibration images (training set, never Kodak; "
-                   "default: the bundled training crops)")
-    s.add_argument("--calib-crops", type=int, default=32)
-    s.add_argument("--calib-size", type=int, default=256)
-    s.add_argument("--calib-seed", type=int, default=0)
+    _add_calib_args(s)
     s.set_defaults(func=cmd_ptq)
+
+    s = sub.add_parser("sensitivity", help="FMPQ per-layer sensitivity ζ_n(b) on training crops")
+    _add_model_args(s)
+    s.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4, 5, 6, 7, 8])
+    s.add_argument("--a-bits", type=int, default=8)
+    s.add_argument("--weight-only", action="store_true")
+    s.add_argument("--lambda", type=float, dest="lmbda", help="default: λ of the quality")
+    _add_calib_args(s, crops=16)
+    s.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "licq" / "sensitivity"))
+    s.add_argument("--no-cache", action="store_true")
+    s.add_argument("-o", "--output", type=Path, help="also write the ζ table here")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_sensitivity)
+
+    s = sub.add_parser("search", help="bit allocation for a target ratio (adaptive/exhaustive/dp)")
+    _add_model_args(s)
+    s.add_argument("--sensitivity", type=Path, required=True, help="from `licq sensitivity -o`")
+    s.add_argument("--target-ratio", type=float, required=True)
+    s.add_argument("--method", default="adaptive", choices=["adaptive", "exhaustive", "dp"])
+    s.add_argument("--basis", default="weights", choices=["weights", "model"],
+                   help="what the ratio measures (default: every parameter)")
+    s.add_argument("--tol", type=float, default=0.01)
+    s.add_argument("--fix", nargs="+", metavar="NAME=BITS", help="fixed bits, e.g. 're:^h_=8'")
+    s.add_argument("--keep-float", nargs="+", metavar="NAME", help="layers kept float")
+    s.add_argument("--min-bits", type=int)
+    s.add_argument("--max-bits", type=int)
+    s.add_argument("--accept-best", action="store_true",
+                   help="write the closest allocation when the target cannot be met")
+    s.add_argument("-o", "--output", type=Path, required=True, help="bit-config JSON")
+    s.set_defaults(func=cmd_search)
 
     s = sub.add_parser("bd-rate", help="BD-rate / BD-PSNR of results files against an anchor")
     s.add_argument("anchor", type=Path)

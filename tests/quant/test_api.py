@@ -89,6 +89,9 @@ def test_size_accounting_equals_a_hand_count():
     q_fp32 = (54 + 3 + 12 + 54) * 4
     assert rep.quantized_layers_fp32_bytes == q_fp32
     assert rep.quantized_layers_bytes == (conv + gdn + convt + 3 * 32) / 8
+    # weights only: parameters (conv w+b, GDN β γ, convT w), no buffers, no input qparams
+    assert rep.fp32_weight_bytes == (54 + 3 + 3 + 9 + 54) * 4
+    assert rep.weight_bytes == (conv - 40 + gdn + convt + 3 * 32) / 8
     # a float config weighs exactly the FP32 model
     assert model_size(model, QuantConfig(default=None)).ratio == 1.0
 

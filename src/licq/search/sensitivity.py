@@ -1,0 +1,267 @@
+"""FMPQ layer sensitivity: ζ_n(b) = (RD_q,n(b) − RD_FP) / RD_FP.
+
+For every quantizable layer n and candidate weight bit-width b, only layer n is quantized (weights
+at b bits, its input at ``a_bits``), and the RD loss ``R + λ·255²·MSE`` (bits estimated from the
+likelihoods, as in training) is measured on seeded training crops, never on the evaluation set
+(FMPQ, arXiv 2506.01221, sec. 3).
+
+Work is reused: the float forward pass is computed once per calibration batch and cached stage by
+stage; for the hyperprior family (``bmshj2018-hyperprior``, ``mbt2018-mean``) a layer's trial reruns
+only its own stage and what depends on it (a g_s layer reruns g_s from that layer on; its rate is
+unchanged). Other architectures rerun the whole forward pass with the one layer swapped.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from compressai.models import MeanScaleHyperprior, ScaleHyperprior
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from licq.api import LayerQConfig, QuantConfig, quantizable_layer_names, quantize_, quantized_layers
+from licq.data import CropSampler
+from licq.ptq.calibrate import calibrate
+from licq.qat.loss import RateDistortionLoss
+from licq.quant.modules import quantized_type_for
+
+
+@dataclass(frozen=True)
+class SensitivitySettings:
+    bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    a_bits: int | None = 8
+    lmbda: float = 0.0067
+    calib_dir: str = ""
+    num_crops: int = 16
+    patch_size: int = 256
+    batch_size: int = 8
+    seed: int = 0
+    observer: str = "mse"
+    a_observer: str = "mse"
+
+    def layer_config(self, bits: int) -> LayerQConfig:
+        return LayerQConfig(bits, self.a_bits, observer=self.observer, a_observer=self.a_observer)
+
+
+@dataclass
+class SensitivityResult:
+    """ζ table and what produced it (JSON-serialisable)."""
+
+    layers: list[str]
+    bits: list[int]
+    zeta: dict[str, dict[str, float]]  # layer -> str(bits) -> ζ
+    rd_fp: float
+    settings: dict[str, Any]
+    model_hash: str
+    seconds: float
+    evaluations: int
+    path: str = "generic"
+    rd: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(asdict(self), indent=1) + "\n")
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> SensitivityResult:
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as e:
+            raise ValueError(f"{path}: not a licq sensitivity file ({e})") from None
+
+    def table(self) -> dict[str, dict[int, float]]:
+        return {n: {int(b): v for b, v in d.items()} for n, d in self.zeta.items()}
+
+
+def model_hash(model: nn.Module) -> str:
+    """sha256 over the state dict (names, shapes, bytes): identifies the weights."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(str(tuple(v.shape)).encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_key(mhash: str, settings: SensitivitySettings) -> str:
+    blob = json.dumps({"model": mhash, **asdict(settings)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+# -- staged forward for the hyperprior family ----------------------------------------------------
+def _run_seq(seq: nn.Sequential, x: Tensor, start: int = 0, record: list | None = None) -> Tensor:
+    for i in range(start, len(seq)):
+        if record is not None:
+            record.append(x)
+        x = seq[i](x)
+    return x
+
+
+class _HyperpriorStages:
+    """Cached float forward of ScaleHyperprior / MeanScaleHyperprior in eval mode."""
+
+    def __init__(self, model: nn.Module, x: Tensor) -> None:
+        self.m = model
+        self.mean = isinstance(model, MeanScaleHyperprior)
+        self.ga: list[Tensor] = []
+        self.ha: list[Tensor] = []
+        self.hs: list[Tensor] = []
+        self.gs: list[Tensor] = []
+        self.y = _run_seq(model.g_a, x, record=self.ga)
+        self.z_lik, self.y_lik, self.y_hat = self._from_y(self.y, record=True)
+        self.x_hat = _run_seq(model.g_s, self.y_hat, record=self.gs)
+
+    def _hyper_in(self, y: Tensor) -> Tensor:
+        return y if self.mean else torch.abs(y)
+
+    def _y_path(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        if self.mean:
+            scales, means = params.chunk(2, 1)
+            y_hat, y_lik = self.m.gaussian_conditional(y, scales, means=means)
+        else:
+            y_hat, y_lik = self.m.gaussian_conditional(y, params)
+        return y_hat, y_lik
+
+    def _from_y(self, y: Tensor, record: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        z = _run_seq(self.m.h_a, self._hyper_in(y), record=self.ha if record else None)
+        z_hat, z_lik = self.m.entropy_bottleneck(z)
+        params = _run_seq(self.m.h_s, z_hat, record=self.hs if record else None)
+        y_hat, y_lik = self._y_path(y, params)
+        return z_lik, y_lik, y_hat
+
+    def output_with(self, group: str, idx: int) -> dict:
+        """Model output when layer ``group[idx]`` (already swapped in) changes."""
+        m = self.m
+        if group == "g_a":
+            y = _run_seq(m.g_a, self.ga[idx], idx)
+            z_lik, y_lik, y_hat = self._from_y(y)
+            x_hat = m.g_s(y_hat)
+        elif group == "g_s":
+            z_lik, y_lik = self.z_lik, self.y_lik
+            x_hat = _run_seq(m.g_s, self.gs[idx], idx)
+        else:
+            if group == "h_a":
+                z = _run_seq(m.h_a, self.ha[idx], idx)
+                z_hat, z_lik = m.entropy_bottleneck(z)
+                params = m.h_s(z_hat)
+            else:
+                z_lik = self.z_lik
+                params = _run_seq(m.h_s, self.hs[idx], idx)
+            y_hat, y_lik = self._y_path(self.y, params)
+            # without means ŷ = round(y) does not depend on the hyperprior: reuse x̂
+            x_hat = m.g_s(y_hat) if self.mean else self.x_hat
+        return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
+
+
+def _staged(model: nn.Module) -> bool:
+    return type(model) in (ScaleHyperprior, MeanScaleHyperprior)
+
+
+# -- main entry ----------------------------------------------------------------------------------
+@torch.no_grad()
+def compute_sensitivity(
+    model: nn.Module,
+    settings: SensitivitySettings,
+    *,
+    layers: Sequence[str] | None = None,
+    progress: bool = True,
+    batch_hook: Callable[[list[Tensor]], list[Tensor]] | None = None,
+) -> SensitivityResult:
+    """ζ_n(b) for every layer n (default: all quantizable) and bit-width in ``settings.bits``.
+
+    ``batch_hook`` lets a data-parallel caller keep only its shard of the calibration batches and
+    combine the per-batch sums (see :func:`licq.search.distributed`).
+    """
+    t0 = time.perf_counter()
+    model = copy.deepcopy(model).eval()
+    names = list(layers) if layers is not None else quantizable_layer_names(model)
+    modules = dict(model.named_modules())
+    crit = RateDistortionLoss(settings.lmbda)
+    sampler = CropSampler(settings.calib_dir, patch_size=settings.patch_size, seed=settings.seed,
+                          flip=False)
+    batches = []
+    left = settings.num_crops
+    while left > 0:
+        batches.append(sampler.batch(min(settings.batch_size, left)))
+        left -= settings.batch_size
+    if batch_hook is not None:
+        batches = batch_hook(batches)
+
+    # Input ranges: each layer's input quantizer sees the float prefix, so one calibration of a
+    # copy with every layer observing (weights at 16 bit, i.e. float) serves all trials.
+    act_ranges: dict[str, tuple[Tensor, Tensor]] = {}
+    if settings.a_bits is not None:
+        probe = copy.deepcopy(model)
+        quantize_(probe, QuantConfig(default=None, layers={n: LayerQConfig(
+            16, settings.a_bits, a_observer=settings.a_observer) for n in names}))
+        with calibrate(probe):
+            for x in batches:
+                probe(x)
+        for n, q in quantized_layers(probe).items():
+            act_ranges[n] = (q.input_quant.scale.clone(), q.input_quant.zero_point.clone())
+        del probe
+
+    trials: dict[tuple[str, int], nn.Module] = {}
+    for n in names:
+        qtype = quantized_type_for(modules[n])
+        if qtype is None:
+            raise ValueError(f"layer {n!r} ({type(modules[n]).__name__}) has no quantized version")
+        for b in settings.bits:
+            q = qtype.from_float(modules[n], settings.layer_config(b))
+            if settings.a_bits is not None:
+                q.input_quant.scale.copy_(act_ranges[n][0])
+                q.input_quant.zero_point.copy_(act_ranges[n][1])
+                q.input_quant.calibrated.fill_(True)
+            trials[(n, b)] = q.eval()
+
+    staged = _staged(model)
+    rd_fp = 0.0
+    rd_sum = {key: 0.0 for key in trials}
+    bar = tqdm(total=len(batches) * len(trials), desc="sensitivity", unit="trial",
+               disable=not progress, dynamic_ncols=True)
+    for x in batches:
+        w = x.shape[0]
+        if staged:
+            stages = _HyperpriorStages(model, x)
+            ref = {"x_hat": stages.x_hat, "likelihoods": {"y": stages.y_lik, "z": stages.z_lik}}
+        else:
+            ref = model(x)
+        rd_fp += crit(ref, x)["loss"].item() * w
+        for (n, b), qmod in trials.items():
+            parent_name, _, child = n.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            original = getattr(parent, child)
+            setattr(parent, child, qmod)
+            try:
+                if staged:
+                    group, idx = parent_name, int(child)
+                    out = stages.output_with(group, idx)
+                else:
+                    out = model(x)
+            finally:
+                setattr(parent, child, original)
+            rd_sum[(n, b)] += crit(out, x)["loss"].item() * w
+            bar.update(1)
+    bar.close()
+    total = sum(x.shape[0] for x in batches)
+    rd_fp /= total
+    zeta: dict[str, dict[str, float]] = {n: {} for n in names}
+    rd: dict[str, dict[str, float]] = {n: {} for n in names}
+    for (n, b), s in rd_sum.items():
+        rd[n][str(b)] = s / total
+        zeta[n][str(b)] = (s / total - rd_fp) / rd_fp
+    return SensitivityResult(
+        layers=names, bits=list(settings.bits), zeta=zeta, rd_fp=rd_fp, settings=asdict(settings),
+        model_hash=model_hash(model), seconds=time.perf_counter() - t0,
+        evaluations=len(trials), path="staged" if staged else "generic", rd=rd,
+    )
