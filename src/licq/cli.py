@@ -393,7 +393,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print()
     cmd_ptq(argparse.Namespace(
         **common, name="licq-default-ptq-w8a8", output=out / "default-ptq-w8a8.json",
-        w_bits=8, a_bits=8, weight_only=False, bit_config=None, observer="mse",
+        w_bits=8, a_bits=8, weight_only=False, bit_config=None, observer="minmax",
         a_observer="mse", gdn_bits=None, calib_dir=None, calib_crops=32, calib_size=256,
         calib_seed=0))
     fp32 = read_results(out / "default-fp32.json")
@@ -456,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weight-only", action="store_true", help="do not quantize activations")
     s.add_argument("--bit-config", type=Path, nargs="+",
                    help="per-layer bit config JSON (one, or one per model)")
-    s.add_argument("--observer", default="mse", choices=["minmax", "percentile", "mse"])
+    s.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "mse"])
     s.add_argument("--a-observer", default="mse", choices=["minmax", "percentile", "mse"])
     s.add_argument("--gdn-bits", type=int, help="precision of GDN/IGDN γ, β (default: w-bits)")
     _add_calib_args(s)

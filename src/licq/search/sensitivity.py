@@ -46,8 +46,13 @@ class SensitivitySettings:
     patch_size: int = 256
     batch_size: int = 8
     seed: int = 0
-    observer: str = "mse"
+    observer: str = "minmax"
     a_observer: str = "mse"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SensitivitySettings:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**{**known, "bits": tuple(known.get("bits", cls.bits))})
 
     def layer_config(self, bits: int) -> LayerQConfig:
         return LayerQConfig(bits, self.a_bits, observer=self.observer, a_observer=self.a_observer)
