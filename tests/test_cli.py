@@ -77,3 +77,51 @@ def test_bd_rate_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "BD-rate +10.00%" in out
     assert (tmp_path / "p.png").exists()
+
+
+def test_ptq_sensitivity_search_pipeline(tmp_path, crop_dir, image_dir, capsys):
+    """train a tiny codec, then sensitivity → search (3 methods) → ptq --bit-config → bd-rate."""
+    out = tmp_path / "run"
+    assert main(["train", "-a", "bmshj2018-hyperprior", "-N", "8", "-M", "12", "-q", "3",
+                 "-d", str(crop_dir), "-o", str(out), "--batch-size", "2", "--patch-size", "64",
+                 "--steps", "2", "--no-progress"]) == 0
+    ckpt = str(out / "model.pth.tar")
+    sens = tmp_path / "sens.json"
+    common = ["-m", ckpt, "-q", "3", "--calib-dir", str(crop_dir), "--calib-size", "64"]
+    assert main(["sensitivity", *common, "--bits", "2", "4", "8", "--calib-crops", "2",
+                 "--cache-dir", str(tmp_path / "cache"), "-o", str(sens), "--no-progress"]) == 0
+    assert "g_s.6" in capsys.readouterr().out
+    # second call is served from the cache
+    assert main(["sensitivity", *common, "--bits", "2", "4", "8", "--calib-crops", "2",
+                 "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
+    assert "cached" in capsys.readouterr().err
+    for method in ("adaptive", "exhaustive", "dp"):
+        rc = main(["search", "-m", ckpt, "-q", "3", "--sensitivity", str(sens), "--target-ratio", "5",
+                   "--method", method, "--fix", "re:^h_=8", "--accept-best", "--tol", "0.5",
+                   "-o", str(tmp_path / f"{method}.json")])
+        assert rc == 0
+        cfg = json.loads((tmp_path / f"{method}.json").read_text())
+        assert all(v["w_bits"] == 8 for k, v in cfg["layers"].items() if k.startswith("h_"))
+    res = tmp_path / "ptq.json"
+    assert main(["ptq", "-m", ckpt, "-q", "3", "--bit-config", str(tmp_path / "dp.json"),
+                 "--calib-dir", str(crop_dir), "--calib-size", "64", "--calib-crops", "2",
+                 "-d", str(image_dir), "-o", str(res), "--no-progress"]) == 0
+    r = read_results(res)
+    assert r["licq"]["bit_config"]["layers"]["h_a.0"]["w_bits"] == 8
+    assert r["licq"]["calibration_seconds"][0] > 0
+    assert {"model_bytes", "fp32_bytes", "ratio", "quantized_layers_ratio", "command",
+            "commit"} <= set(r["licq"])
+
+
+def test_search_failure_is_one_line(tmp_path, crop_dir, capsys):
+    from licq.search import SensitivityResult
+
+    layers = ["g_a.0"]
+    SensitivityResult(layers=layers, bits=[8], zeta={"g_a.0": {"8": 0.0}}, rd_fp=1.0,
+                      settings={"a_bits": 8, "observer": "minmax", "a_observer": "mse"},
+                      model_hash="x", seconds=0, evaluations=0).to_json(tmp_path / "s.json")
+    rc = main(["search", "-q", "1", "--sensitivity", str(tmp_path / "s.json"),
+               "--target-ratio", "4", "-o", str(tmp_path / "b.json")])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no sensitivity" in err[0]
