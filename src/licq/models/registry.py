@@ -113,6 +113,11 @@ def _out_channels(sd: dict[str, Tensor], key: str) -> int:
     return int(sd[key].size(0))
 
 
+def _n_m_from_g_a(sd: dict[str, Tensor]) -> tuple[int, int]:
+    """(N, M) of the Ballé/Minnen family: g_a.0 has N outputs, g_a.6 has M."""
+    return _out_channels(sd, "g_a.0.weight"), _out_channels(sd, "g_a.6.weight")
+
+
 _REGISTRY: dict[str, ModelAdapter] = {}
 
 
@@ -146,22 +151,22 @@ def adapter_for_model(model: nn.Module) -> ModelAdapter:
 
 register(ModelAdapter(
     "bmshj2018-factorized", FactorizedPrior,
-    lambda sd: (_out_channels(sd, "g_a.0.weight"), _out_channels(sd, "g_a.6.weight")),
+    _n_m_from_g_a,
     ("N", "M"), (8, 12), pad_multiple=16,
 ))
 register(ModelAdapter(
     "bmshj2018-hyperprior", ScaleHyperprior,
-    lambda sd: (_out_channels(sd, "g_a.0.weight"), _out_channels(sd, "g_a.6.weight")),
+    _n_m_from_g_a,
     ("N", "M"), (8, 12),
 ))
 register(ModelAdapter(
     "mbt2018-mean", MeanScaleHyperprior,
-    lambda sd: (_out_channels(sd, "g_a.0.weight"), _out_channels(sd, "g_a.6.weight")),
+    _n_m_from_g_a,
     ("N", "M"), (8, 12),
 ))
 register(ModelAdapter(
     "mbt2018", JointAutoregressiveHierarchicalPriors,
-    lambda sd: (_out_channels(sd, "g_a.0.weight"), _out_channels(sd, "g_a.6.weight")),
+    _n_m_from_g_a,
     ("N", "M"), (8, 12),
 ))
 register(ModelAdapter(
