@@ -20,6 +20,18 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _init_distributed() -> int:
+    """Join the process group when started by torchrun (gloo on CPU, NCCL on GPU); the rank."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank()
+
+
 def _set_threads(n: int | None) -> None:
     if n:
         import torch
@@ -194,6 +206,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     from licq.search.sensitivity import model_hash
 
     _set_threads(args.threads)
+    rank = _init_distributed()
     arch, point = _single_model(args)
     quality = point.quality
     lmbda = args.lmbda if args.lmbda is not None else (lambda_for(quality) if quality else None)
@@ -203,7 +216,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     settings = SensitivitySettings(
         bits=tuple(args.bits), a_bits=None if args.weight_only else args.a_bits, lmbda=lmbda,
         calib_dir=str(calib), num_crops=args.calib_crops, patch_size=args.calib_size,
-        seed=args.calib_seed)
+        batch_size=args.batch_size, seed=args.calib_seed)
     key = cache_key(model_hash(point.model), settings)
     cache = Path(args.cache_dir) / f"{arch}-{key}.json"
     if cache.is_file() and not args.no_cache:
@@ -213,9 +226,12 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         result = compute_sensitivity(point.model, settings, progress=not args.no_progress)
         result.settings["arch"] = arch
         result.settings["quality"] = quality
-        result.to_json(cache)
-        _log(f"sensitivity: {result.evaluations} trials in {result.seconds:.1f}s "
-             f"({result.path} path); cached {cache}")
+        if rank == 0:
+            result.to_json(cache)
+            _log(f"sensitivity: {result.evaluations} trials in {result.seconds:.1f}s "
+                 f"({result.path} path); cached {cache}")
+    if rank != 0:
+        return 0
     if args.output:
         result.to_json(args.output)
         _log(f"wrote {args.output}")
@@ -469,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weight-only", action="store_true")
     s.add_argument("--lambda", type=float, dest="lmbda", help="default: λ of the quality")
     _add_calib_args(s, crops=16)
+    s.add_argument("--batch-size", type=int, default=8, help="crops per forward pass")
     s.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "licq" / "sensitivity"))
     s.add_argument("--no-cache", action="store_true")
     s.add_argument("-o", "--output", type=Path, help="also write the ζ table here")

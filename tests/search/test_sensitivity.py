@@ -43,3 +43,34 @@ def test_cache_key_depends_on_model_and_settings():
     a, b = SensitivitySettings(), SensitivitySettings(num_crops=32)
     assert S.cache_key("m1", a) != S.cache_key("m1", b) != S.cache_key("m2", b)
     assert S.cache_key("m1", a) == S.cache_key("m1", SensitivitySettings())
+
+
+@pytest.mark.slow
+def test_torchrun_data_parallel_equals_single_process(tmp_path, crop_dir):
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torch_run = Path(sys.executable).with_name("torchrun")
+    if not torch_run.exists():
+        torch_run = shutil.which("torchrun")
+    args = ["sensitivity", "-q", "2", "--bits", "3", "8", "--calib-dir", str(crop_dir),
+            "--calib-size", "64", "--calib-crops", "4", "--batch-size", "2", "--no-cache",
+            "--no-progress", "--threads", "1"]
+    # the bundled default model, 4 crops in 2 batches of 2: one batch per rank
+    single = subprocess.run([sys.executable, "-m", "licq.cli", *args, "-o", str(tmp_path / "1.json")],
+                            capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr
+    dp = subprocess.run([str(torch_run), "--standalone", "--nproc_per_node=2", "-m", "licq.cli",
+                         *args, "-o", str(tmp_path / "2.json")],
+                        capture_output=True, text=True, env={**__import__("os").environ,
+                                                             "OMP_NUM_THREADS": "1"})
+    assert dp.returncode == 0, dp.stderr[-2000:]
+    s1 = json.loads((tmp_path / "1.json").read_text())
+    s2 = json.loads((tmp_path / "2.json").read_text())
+    assert s1["rd_fp"] == pytest.approx(s2["rd_fp"], rel=1e-9)
+    for n in s1["layers"]:
+        for b in ("3", "8"):
+            assert s1["zeta"][n][b] == pytest.approx(s2["zeta"][n][b], rel=1e-6, abs=1e-9)

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,13 +180,17 @@ def compute_sensitivity(
     *,
     layers: Sequence[str] | None = None,
     progress: bool = True,
-    batch_hook: Callable[[list[Tensor]], list[Tensor]] | None = None,
 ) -> SensitivityResult:
     """ζ_n(b) for every layer n (default: all quantizable) and bit-width in ``settings.bits``.
 
-    ``batch_hook`` lets a data-parallel caller keep only its shard of the calibration batches and
-    combine the per-batch sums (see :func:`licq.search.distributed`).
+    Data-parallel under ``torchrun``: when ``torch.distributed`` is initialised, every rank
+    calibrates the input ranges on all batches (cheap, and identical on every rank), evaluates the
+    trials on its own share of the batches (``batches[rank::world]``), and the RD sums are
+    all-reduced, so every rank returns the single-process result.
     """
+    dist = torch.distributed
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     t0 = time.perf_counter()
     model = copy.deepcopy(model).eval()
     names = list(layers) if layers is not None else quantizable_layer_names(model)
@@ -199,8 +203,6 @@ def compute_sensitivity(
     while left > 0:
         batches.append(sampler.batch(min(settings.batch_size, left)))
         left -= settings.batch_size
-    if batch_hook is not None:
-        batches = batch_hook(batches)
 
     # Input ranges: each layer's input quantizer sees the float prefix, so one calibration of a
     # copy with every layer observing (weights at 16 bit, i.e. float) serves all trials.
@@ -232,9 +234,11 @@ def compute_sensitivity(
     staged = _staged(model)
     rd_fp = 0.0
     rd_sum = {key: 0.0 for key in trials}
-    bar = tqdm(total=len(batches) * len(trials), desc="sensitivity", unit="trial",
-               disable=not progress, dynamic_ncols=True)
-    for x in batches:
+    total = sum(x.shape[0] for x in batches)
+    mine = batches[rank::world]
+    bar = tqdm(total=len(mine) * len(trials), desc="sensitivity", unit="trial",
+               disable=not progress or rank != 0, dynamic_ncols=True)
+    for x in mine:
         w = x.shape[0]
         if staged:
             stages = _HyperpriorStages(model, x)
@@ -258,7 +262,12 @@ def compute_sensitivity(
             rd_sum[(n, b)] += crit(out, x)["loss"].item() * w
             bar.update(1)
     bar.close()
-    total = sum(x.shape[0] for x in batches)
+    if distributed:
+        keys = list(rd_sum)
+        sums = torch.tensor([rd_fp] + [rd_sum[k] for k in keys], dtype=torch.float64)
+        dist.all_reduce(sums)
+        rd_fp = float(sums[0])
+        rd_sum = {k: float(v) for k, v in zip(keys, sums[1:].tolist(), strict=True)}
     rd_fp /= total
     zeta: dict[str, dict[str, float]] = {n: {} for n in names}
     rd: dict[str, dict[str, float]] = {n: {} for n in names}
