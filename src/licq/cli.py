@@ -258,18 +258,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     """Allocate bits for a target ratio from a sensitivity file; write a bit-config JSON."""
     import json
 
-    from licq.search import Problem, SearchError, SensitivityResult, adaptive, dp, exhaustive
+    from licq.search import SearchError, SensitivityResult, allocate_bits
 
     sens = SensitivityResult.from_json(args.sensitivity)
-    arch, point = _single_model(args)
-    problem = Problem(point.model, sens, _constraints(args), basis=args.basis)
+    _, point = _single_model(args)
     try:
-        if args.method == "adaptive":
-            alloc = adaptive(problem, args.target_ratio, tol=args.tol)
-        elif args.method == "exhaustive":
-            alloc = exhaustive(problem, args.target_ratio, tol=args.tol)
-        else:
-            alloc, _ = dp(problem, args.target_ratio)
+        alloc = allocate_bits(point.model, sens, args.target_ratio, args.method,
+                              constraints=_constraints(args), basis=args.basis, tol=args.tol)
     except SearchError as e:
         if e.best is None or not args.accept_best:
             raise

@@ -317,3 +317,25 @@ def dp(problem: Problem, target_ratio: float, units: int = 20000) -> tuple[Alloc
                                extra={"unit_bits": unit, "budget_bytes": problem.fp32_bytes / target_ratio})
     return alloc, front
 
+
+
+METHODS = ("adaptive", "exhaustive", "dp")
+
+
+def allocate_bits(
+    model: nn.Module, sens: SensitivityResult, target_ratio: float, method: str = "dp", *,
+    constraints: Constraints | None = None, basis: str = "weights", tol: float = 0.01,
+) -> Allocation:
+    """One bit allocation of ``model`` for ``target_ratio`` by ``method`` (see module doc).
+
+    Raises:
+        SearchError: the target cannot be met (``.best`` holds the closest allocation, if any).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    problem = Problem(model, sens, constraints, basis=basis)
+    if method == "adaptive":
+        return adaptive(problem, target_ratio, tol=tol)
+    if method == "exhaustive":
+        return exhaustive(problem, target_ratio, tol=tol)
+    return dp(problem, target_ratio)[0]
