@@ -340,6 +340,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         log_every=args.log_every, checkpoint_every=args.checkpoint_every,
     )
     torch.manual_seed(args.seed)
+    prov = provenance()  # the code that trains is the code at the start
     model = adapter.build(*sizes)
     init_info = None
     if args.init:
@@ -377,7 +378,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = {"arch": args.arch, "sizes": list(sizes), "quality": args.quality, "lambda": lmbda,
                "metric": args.metric, "steps": state.step, "train_seconds": state.elapsed,
                "config": vars(args) | {"resume": args.resume}, "init": init_info,
-               "last": state.last, "provenance": provenance()}
+               "last": state.last, "provenance": prov}
     (out_dir / "train.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
     _log(f"done: {state.step} steps, {state.elapsed:.0f}s; wrote {out_dir / 'model.pth.tar'}")
     return 0
