@@ -95,29 +95,41 @@ def _bd(anchor: dict, r: dict, metric: str = "psnr-rgb") -> str:
         return f"n/a ({str(e).split(': ')[-1]})"
 
 
+def _delta(anchor: dict, r: dict) -> str:
+    """Mean change of PSNR and of bpp per quality point (same qualities): readable where BD fails."""
+    a, b = anchor["results"], r["results"]
+    dp = _mean([y - x for x, y in zip(a["psnr-rgb"], b["psnr-rgb"], strict=True)])
+    db = _mean([100 * (y / x - 1) for x, y in zip(a["bpp"], b["bpp"], strict=True)])
+    return f"{dp:+.3f} | {db:+.2f}"
+
+
 PTQ_ORDER = ["w8a8", "w6a8", "w4a8", "w8-wonly", "w6-wonly", "w4-wonly"]
 
 
 def ptq_section() -> str:
     out = []
-    for arch in sorted({f.stem.split("-ptq")[0].removeprefix("ptq-") for f in RESULTS.glob("ptq-*.json")}):
+    archs = {f.stem.removeprefix("ptq-").removesuffix(f"-{s}")
+             for f in RESULTS.glob("ptq-*.json") for s in PTQ_ORDER if f.stem.endswith(f"-{s}")}
+    for arch in sorted(archs):
         anchor = _anchor(arch)
         if anchor is None:
             continue
         out += [f"**{arch}** (anchor: `baselines-{arch}.json`)", "",
-                "| setting | BD-rate PSNR (%) | BD-rate MS-SSIM (%) | model ratio | weight ratio | "
-                "quantized-layers ratio | calibration s / model |", "|---|---|---|---|---|---|---|"]
+                "| setting | BD-rate PSNR (%) | BD-rate MS-SSIM (%) | mean Δ PSNR (dB) | mean Δ bpp (%) | "
+                "model ratio | weight ratio | quantized-layers ratio | calibration s / model |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for s in PTQ_ORDER:
             f = RESULTS / f"ptq-{arch}-{s}.json"
             if not f.is_file():
                 continue
             r = read_results(f)
             sz = _sizes(r)
+            calib = _mean(r["licq"]["calibration_seconds"])
             out.append(
-                f"| {s} | {_bd(anchor, r)} | {_bd(anchor, r, 'ms-ssim-rgb')} | "
+                f"| {s} | {_bd(anchor, r)} | {_bd(anchor, r, 'ms-ssim-rgb')} | {_delta(anchor, r)} | "
                 f"{_mean([x['ratio'] for x in sz]):.3f} | {_mean([x['weight_ratio'] for x in sz]):.3f} | "
                 f"{_mean([x['quantized_layers_ratio'] for x in sz]):.3f} | "
-                f"{_mean(r['licq']['calibration_seconds']):.1f} |")
+                f"{f'{calib:.1f}' if calib else '— (weight-only)'} |")
         out.append("")
     return "\n".join(out) if out else "No PTQ results yet."
 

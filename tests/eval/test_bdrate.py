@@ -41,3 +41,6 @@ def test_errors():
     with pytest.raises(BDRateError, match="no 'ms-ssim-rgb'"):
         bd_rate(ANCHOR, ANCHOR, metric="ms-ssim-rgb")
     assert not math.isnan(bd_rate(ANCHOR, ANCHOR))
+    far = _res([5, 6, 7, 8], [40, 41, 42, 43])
+    with pytest.raises(BDRateError, match="do not overlap"):
+        bd_rate(ANCHOR, far)

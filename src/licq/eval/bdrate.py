@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import bjontegaard as bd
@@ -12,6 +13,10 @@ from licq.errors import LicqError
 
 class BDRateError(LicqError):
     """Curves that cannot be compared (too few points, non-monotone, no overlap)."""
+
+
+# bjontegaard warns (and returns NaN) where curves do not overlap; licq raises instead.
+warnings.filterwarnings("ignore", message="Curves do not overlap", module="bjontegaard")
 
 
 def _curve(results: dict[str, Any], metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -45,7 +50,8 @@ def bd_rate(anchor: dict, test: dict, metric: str = "psnr-rgb", method: str = "a
     rt, dt = _curve(test, metric)
     _check(ra, da, anchor.get("name", "anchor"))
     _check(rt, dt, test.get("name", "test"))
-    return float(bd.bd_rate(ra, da, rt, dt, method=method, require_matching_points=False))
+    return _finite(bd.bd_rate(ra, da, rt, dt, method=method, require_matching_points=False),
+                   anchor, test)
 
 
 def bd_psnr(anchor: dict, test: dict, metric: str = "psnr-rgb", method: str = "akima") -> float:
@@ -54,4 +60,12 @@ def bd_psnr(anchor: dict, test: dict, metric: str = "psnr-rgb", method: str = "a
     rt, dt = _curve(test, metric)
     _check(ra, da, anchor.get("name", "anchor"))
     _check(rt, dt, test.get("name", "test"))
-    return float(bd.bd_psnr(ra, da, rt, dt, method=method, require_matching_points=False))
+    return _finite(bd.bd_psnr(ra, da, rt, dt, method=method, require_matching_points=False),
+                   anchor, test)
+
+
+def _finite(value: float, anchor: dict, test: dict) -> float:
+    if not np.isfinite(value):
+        raise BDRateError(f"{test.get('name', 'test')} and {anchor.get('name', 'anchor')}: "
+                          "the curves do not overlap, BD cannot be computed")
+    return float(value)
