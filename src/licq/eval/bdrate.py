@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import bjontegaard as bd
@@ -13,10 +15,6 @@ from licq.errors import LicqError
 
 class BDRateError(LicqError):
     """Curves that cannot be compared (too few points, non-monotone, no overlap)."""
-
-
-# bjontegaard warns (and returns NaN) where curves do not overlap; licq raises instead.
-warnings.filterwarnings("ignore", message="Curves do not overlap", module="bjontegaard")
 
 
 def _curve(results: dict[str, Any], metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -50,8 +48,9 @@ def bd_rate(anchor: dict, test: dict, metric: str = "psnr-rgb", method: str = "a
     rt, dt = _curve(test, metric)
     _check(ra, da, anchor.get("name", "anchor"))
     _check(rt, dt, test.get("name", "test"))
-    return _finite(bd.bd_rate(ra, da, rt, dt, method=method, require_matching_points=False),
-                   anchor, test)
+    with _no_overlap_warning():
+        value = bd.bd_rate(ra, da, rt, dt, method=method, require_matching_points=False)
+    return _finite(value, anchor, test)
 
 
 def bd_psnr(anchor: dict, test: dict, metric: str = "psnr-rgb", method: str = "akima") -> float:
@@ -60,8 +59,17 @@ def bd_psnr(anchor: dict, test: dict, metric: str = "psnr-rgb", method: str = "a
     rt, dt = _curve(test, metric)
     _check(ra, da, anchor.get("name", "anchor"))
     _check(rt, dt, test.get("name", "test"))
-    return _finite(bd.bd_psnr(ra, da, rt, dt, method=method, require_matching_points=False),
-                   anchor, test)
+    with _no_overlap_warning():
+        value = bd.bd_psnr(ra, da, rt, dt, method=method, require_matching_points=False)
+    return _finite(value, anchor, test)
+
+
+@contextmanager
+def _no_overlap_warning() -> Iterator[None]:
+    """bjontegaard warns and returns NaN where curves do not overlap; licq raises instead."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Curves do not overlap")
+        yield
 
 
 def _finite(value: float, anchor: dict, test: dict) -> float:
