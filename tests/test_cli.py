@@ -98,10 +98,12 @@ def test_ptq_sensitivity_search_pipeline(tmp_path, crop_dir, image_dir, capsys):
     for method in ("adaptive", "exhaustive", "dp"):
         rc = main(["search", "-m", ckpt, "-q", "3", "--sensitivity", str(sens), "--target-ratio", "5",
                    "--method", method, "--fix", "re:^h_=8", "--accept-best", "--tol", "0.5",
+                   "--layer-a-bits", "g_a.0=10",
                    "-o", str(tmp_path / f"{method}.json")])
         assert rc == 0
         cfg = json.loads((tmp_path / f"{method}.json").read_text())
         assert all(v["w_bits"] == 8 for k, v in cfg["layers"].items() if k.startswith("h_"))
+        assert cfg["layers"]["g_a.0"]["a_bits"] == 10 and cfg["layers"]["g_s.0"]["a_bits"] == 8
     res = tmp_path / "ptq.json"
     assert main(["ptq", "-m", ckpt, "-q", "3", "--bit-config", str(tmp_path / "dp.json"),
                  "--calib-dir", str(crop_dir), "--calib-size", "64", "--calib-crops", "2",

@@ -244,13 +244,17 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 def _constraints(args: argparse.Namespace):  # noqa: ANN202
     from licq.search import Constraints
 
-    fixed = {}
-    for item in args.fix or []:
-        name, _, bits = item.rpartition("=")
-        if not name or not bits.isdigit():
-            raise ValueError(f"--fix expects NAME=BITS or re:REGEX=BITS, got {item!r}")
-        fixed[name] = int(bits)
-    return Constraints(fixed=fixed, min_bits=args.min_bits, max_bits=args.max_bits,
+    def pairs(items: list[str] | None, flag: str) -> dict[str, int]:
+        out = {}
+        for item in items or []:
+            name, _, bits = item.rpartition("=")
+            if not name or not bits.isdigit():
+                raise ValueError(f"{flag} expects NAME=BITS or re:REGEX=BITS, got {item!r}")
+            out[name] = int(bits)
+        return out
+
+    return Constraints(fixed=pairs(args.fix, "--fix"), min_bits=args.min_bits,
+                       max_bits=args.max_bits, a_bits=pairs(args.layer_a_bits, "--layer-a-bits"),
                        float_layers=tuple(args.keep_float or ()))
 
 
@@ -499,6 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tol", type=float, default=0.01)
     s.add_argument("--fix", nargs="+", metavar="NAME=BITS", help="fixed bits, e.g. 're:^h_=8'")
     s.add_argument("--keep-float", nargs="+", metavar="NAME", help="layers kept float")
+    s.add_argument("--layer-a-bits", nargs="+", metavar="NAME=BITS",
+                   help="activation bits of named layers (default: the sensitivity's a-bits)")
     s.add_argument("--min-bits", type=int)
     s.add_argument("--max-bits", type=int)
     s.add_argument("--accept-best", action="store_true",
