@@ -45,7 +45,9 @@ def baselines_section() -> str:
                 f"{res['ms-ssim-rgb'][i]:.4f} | {res['encoding_time'][i]:.3f} | "
                 f"{res['decoding_time'][i]:.3f} | {p['model_bytes']:,} |"
             )
-    out = ["All 24 Kodak images, real bitstreams, 1 thread; per-image means. "
+    out = ["All 24 Kodak images, real bitstreams, 1 thread; per-image means. Encode/decode times "
+           "are wall times on the 2-core machine and were partly measured while other benchmark "
+           "jobs ran on the other core: compare them only within one file. "
            "Files: `benchmarks/results/baselines-*.json`; plot: `benchmarks/results/"
            "rd-baselines.png`.", "", *lines, ""]
     if anchor is not None:

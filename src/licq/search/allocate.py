@@ -229,7 +229,7 @@ def exhaustive(problem: Problem, target_ratio: float, tol: float = 0.01) -> Allo
     t0 = time.perf_counter()
     betas = sorted({v for d in problem.zeta.values() for v in d.values()})
     betas = [betas[0] - 1.0] + [np.nextafter(b, np.inf) for b in betas]
-    best, evaluations = None, 0
+    best, closest, evaluations = None, None, 0
     seen = set()
     for beta in betas:
         bits = problem.threshold_bits(float(beta))
@@ -238,12 +238,19 @@ def exhaustive(problem: Problem, target_ratio: float, tol: float = 0.01) -> Allo
             continue
         seen.add(key)
         evaluations += 1
-        if abs(problem.ratio(bits) - target_ratio) <= tol:
+        gap = abs(problem.ratio(bits) - target_ratio)
+        if closest is None or gap < closest[0]:
+            closest = (gap, bits)
+        if gap <= tol:
             p = problem.predicted(bits)
             if best is None or p < best[0]:
                 best = (p, bits)
     if best is None:
-        raise SearchError(f"no threshold allocation within {tol} of ratio {target_ratio:.3f}")
+        assert closest is not None
+        alloc = problem.allocation(closest[1], "exhaustive", evaluations=evaluations,
+                                   seconds=time.perf_counter() - t0)
+        raise SearchError(f"no threshold allocation within {tol} of ratio {target_ratio:.3f}; "
+                          f"closest {alloc.ratio:.3f}", alloc)
     return problem.allocation(best[1], "exhaustive", evaluations=evaluations,
                               seconds=time.perf_counter() - t0)
 
