@@ -168,8 +168,9 @@ def cmd_ptq(args: argparse.Namespace) -> int:
                        "calibration_seconds": sec})
         sizes.append(r.size)
         seconds.append(sec)
-        _log(f"q{p.quality}: {r.size.model_bytes:,.0f} B, ratio {r.size.ratio:.3f}x "
-             f"(quantized layers {r.size.quantized_layers_ratio:.3f}x), calibration {sec:.1f}s")
+        _log(f"q{p.quality}: {r.size.model_bytes:,.0f} B, model ratio {r.size.ratio:.3f}x, weight "
+             f"ratio {r.size.weight_ratio:.3f}x, quantized layers "
+             f"{r.size.quantized_layers_ratio:.3f}x; calibration {sec:.1f}s")
     from licq._provenance import provenance
 
     prov = provenance()
@@ -178,6 +179,7 @@ def cmd_ptq(args: argparse.Namespace) -> int:
         "model_bytes": [s.model_bytes for s in sizes],
         "fp32_bytes": [s.fp32_bytes for s in sizes],
         "ratio": sum(s.ratio for s in sizes) / len(sizes),
+        "weight_ratio": sum(s.weight_ratio for s in sizes) / len(sizes),
         "quantized_layers_ratio": sum(s.quantized_layers_ratio for s in sizes) / len(sizes),
         "bit_config": configs[0].to_dict() if len(set(map(str, configs))) == 1 else None,
         "calibration_seconds": seconds,
@@ -417,8 +419,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     plot_rd([fp32, ptq], out / "rd-default.png", title="embedded default, bundled images")
     print(f"\nW8A8 PTQ vs FP32 on the {len(fp32['licq']['images'])} bundled images: "
           f"BD-rate {bd_rate(fp32, ptq):+.2f}%, BD-PSNR {bd_psnr(fp32, ptq):+.3f} dB; "
-          f"model {ptq['licq']['ratio']:.2f}x smaller (quantized layers "
-          f"{ptq['licq']['quantized_layers_ratio']:.2f}x)")
+          f"model {ptq['licq']['ratio']:.2f}x smaller (weights {ptq['licq']['weight_ratio']:.2f}x, "
+          f"quantized layers {ptq['licq']['quantized_layers_ratio']:.2f}x)")
     _log(f"demo finished in {time.perf_counter() - t0:.1f}s; results and rd-default.png in {out}/")
     return 0
 
