@@ -44,23 +44,21 @@ def bd_rate(anchor: dict, test: dict, metric: str = "psnr-rgb", method: str = "a
         metric: ``"psnr-rgb"`` or ``"ms-ssim-rgb"`` (MS-SSIM is used as is, not in dB).
         method: interpolation, ``"akima"`` (default), ``"pchip"`` or ``"cubic"``.
     """
-    ra, da = _curve(anchor, metric)
-    rt, dt = _curve(test, metric)
-    _check(ra, da, anchor.get("name", "anchor"))
-    _check(rt, dt, test.get("name", "test"))
-    with _no_overlap_warning():
-        value = bd.bd_rate(ra, da, rt, dt, method=method, require_matching_points=False)
-    return _finite(value, anchor, test)
+    return _bd(bd.bd_rate, anchor, test, metric, method)
 
 
 def bd_psnr(anchor: dict, test: dict, metric: str = "psnr-rgb", method: str = "akima") -> float:
     """BD-PSNR (or BD-metric) of ``test`` against ``anchor`` (positive = test is better)."""
+    return _bd(bd.bd_psnr, anchor, test, metric, method)
+
+
+def _bd(fn, anchor: dict, test: dict, metric: str, method: str) -> float:  # noqa: ANN001
     ra, da = _curve(anchor, metric)
     rt, dt = _curve(test, metric)
     _check(ra, da, anchor.get("name", "anchor"))
     _check(rt, dt, test.get("name", "test"))
     with _no_overlap_warning():
-        value = bd.bd_psnr(ra, da, rt, dt, method=method, require_matching_points=False)
+        value = fn(ra, da, rt, dt, method=method, require_matching_points=False)
     return _finite(value, anchor, test)
 
 
