@@ -29,6 +29,7 @@ from compressai.models import MeanScaleHyperprior, ScaleHyperprior
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from licq._provenance import provenance
 from licq.api import LayerQConfig, QuantConfig, quantizable_layer_names, quantize_, quantized_layers
 from licq.data import CropSampler
 from licq.ptq.calibrate import calibrate
@@ -72,6 +73,7 @@ class SensitivityResult:
     evaluations: int
     path: str = "generic"
     rd: dict[str, dict[str, float]] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)  # command, commit, date, machine
 
     def to_json(self, path: str | os.PathLike) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -278,4 +280,5 @@ def compute_sensitivity(
         layers=names, bits=list(settings.bits), zeta=zeta, rd_fp=rd_fp, settings=asdict(settings),
         model_hash=model_hash(model), seconds=time.perf_counter() - t0,
         evaluations=len(trials), path="staged" if staged else "generic", rd=rd,
+        provenance=provenance(),
     )
