@@ -357,7 +357,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     sampler = CropSampler(args.dataset, patch_size=args.patch_size, seed=args.seed)
     _log(f"data: {len(sampler)} images from {args.dataset}")
     meta = {"arch": args.arch, "sizes": list(sizes), "quality": args.quality, "init": init_info}
-    trainer = Trainer(model, sampler, config, out_dir, meta=meta)
+    if args.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: no CUDA device is available here")
+        torch.backends.cudnn.benchmark = True  # fixed crop size
+    trainer = Trainer(model, sampler, config, out_dir, meta=meta, device=args.device)
     if resume is not None:
         trainer.load_checkpoint(resume)
         _log(f"resumed from {resume} at step {trainer.state.step} "
@@ -373,7 +377,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         state = trainer.fit(log=log, progress=not args.no_progress)
     finally:
         log_file.close()
-    model.eval()
+    model.eval().cpu()
     model.update(force=True)
     torch.save(model.state_dict(), out_dir / "model.pth.tar")
     from safetensors.torch import save_file
@@ -546,6 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", nargs="?", const="auto",
                    help="continue from a training checkpoint (default: OUT/checkpoint.pth.tar)")
     s.add_argument("--threads", type=int)
+    s.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_train)
 

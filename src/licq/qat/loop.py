@@ -82,6 +82,8 @@ class Trainer:
         out_dir: where ``checkpoint.pth.tar`` is written.
         meta: JSON-able metadata stored in every checkpoint (architecture, sizes, ...).
         extra_param_groups: additional optimizer parameter groups (QAT quantizer parameters).
+        device: where the model and the batches live ("cpu", "cuda", "cuda:1", ...); the model is
+            moved there. The crop sampler stays on the CPU, so its sequence does not depend on it.
     """
 
     CHECKPOINT = "checkpoint.pth.tar"
@@ -94,8 +96,10 @@ class Trainer:
         out_dir: str | os.PathLike,
         meta: dict[str, Any] | None = None,
         extra_param_groups: list[dict] | None = None,
+        device: str | torch.device = "cpu",
     ) -> None:
-        self.model = model
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
         self.sampler = sampler
         self.config = config
         self.out_dir = Path(out_dir)
@@ -121,6 +125,8 @@ class Trainer:
             "elapsed": self.state.elapsed,
             "sampler_rng": self.sampler.state(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": (torch.cuda.get_rng_state(self.device)
+                         if self.device.type == "cuda" else None),
             "config": dataclasses.asdict(self.config),
             "meta": self.meta,
         }
@@ -145,6 +151,8 @@ class Trainer:
         self.state.elapsed = float(ckpt["elapsed"])
         self.sampler.set_state(ckpt["sampler_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
+        if self.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
 
     # -- training ----------------------------------------------------------------------------
     def _done(self) -> bool:
@@ -156,7 +164,7 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         c = self.config
         self.model.train()
-        x = self.sampler.batch(c.batch_size)
+        x = self.sampler.batch(c.batch_size).to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         out = self.criterion(self.model(x), x)
         out["loss"].backward()
