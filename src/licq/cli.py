@@ -192,6 +192,137 @@ def cmd_ptq(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- licq qat ------------------------------------------------------------------------------------
+def _bit_configs_for(paths: list[Path], qualities: list[int | None]) -> list:
+    """One QuantConfig per model from bit-config JSON files or licq results files (the
+    ``licq.points[].bit_config`` of e.g. an FMPQ result, matched by quality)."""
+    from licq.api import QuantConfig
+
+    configs = []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        if "licq" in data and "points" in data["licq"]:
+            by_q = {pt.get("quality"): pt.get("bit_config") for pt in data["licq"]["points"]}
+            for q in qualities:
+                if by_q.get(q) is None:
+                    raise ValueError(f"{path}: no bit_config for quality {q}")
+                configs.append(QuantConfig.from_dict(by_q[q]))
+            return configs
+        configs.append(QuantConfig.from_dict(data))
+    return configs
+
+
+def _qat_settings(args: argparse.Namespace):  # noqa: ANN202
+    from dataclasses import replace
+
+    from licq.qat.engine import PRESETS, QATSettings
+    from licq.qat.quantizers import QATSpec
+
+    base = PRESETS[args.preset].settings if args.preset else QATSettings()
+    spec = base.spec
+    overrides = {k: v for k, v in {"rounding": args.rounding, "dgm_beta": args.dgm_beta,
+                                   "clip": args.clip, "leaky_slope": args.leaky_slope,
+                                   "params": args.qparams}.items() if v is not None}
+    spec = replace(spec, **overrides) if overrides else spec
+    assert isinstance(spec, QATSpec)
+    return replace(base, spec=spec, scale_lr=args.scale_lr, zero_point_lr=args.zp_lr,
+                   calib_crops=args.calib_crops, calib_size=args.calib_size,
+                   calib_seed=args.calib_seed)
+
+
+def cmd_qat(args: argparse.Namespace) -> int:
+    """QAT of each quality point on the RD loss, then real-bitstream evaluation."""
+    from licq._provenance import provenance
+    from licq.models import get_adapter, lambda_for
+    from licq.qat import TrainConfig
+    from licq.qat.engine import FINAL, PRESETS, load_qat_result, qat_quantize
+
+    _set_threads(args.threads)
+    rank = _init_distributed()
+    prov = provenance()
+    arch, points, source = _rd_points(args)
+    adapter = get_adapter(arch)
+    if args.bit_config:
+        configs = _bit_configs_for(args.bit_config, [p.quality for p in points])
+        setting = args.setting or "bit-config"
+    else:
+        configs, setting = _ptq_config(args)
+        setting = args.setting or setting
+    if len(configs) == 1:
+        configs = configs * len(points)
+    if len(configs) != len(points):
+        raise ValueError(f"{len(configs)} bit configs for {len(points)} models: give one or one each")
+    settings = _qat_settings(args)
+    device = args.device
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    loss = args.loss or (PRESETS[args.preset].loss if args.preset else "rd")
+    run_dir = Path(args.run_dir)
+    runs = []
+    for p, cfg in zip(points, configs, strict=True):
+        lmbda = args.lmbda if args.lmbda is not None else (
+            lambda_for(p.quality, args.metric) if p.quality else None)
+        if lmbda is None:
+            raise ValueError("give --lambda or -q QUALITY (the model's training λ)")
+        out = run_dir / f"q{p.quality}"
+        if (out / FINAL).is_file() and not args.retrain:
+            _log(f"q{p.quality}: finished run in {out}, loading it (--retrain to train again)")
+            run = load_qat_result(p.model, out)
+        else:
+            train = TrainConfig(lmbda=lmbda, metric=args.metric, lr=args.lr, aux_lr=args.aux_lr,
+                                batch_size=args.batch_size, patch_size=args.patch_size,
+                                steps=args.steps, max_seconds=args.max_seconds,
+                                clip_max_norm=args.clip_max_norm, seed=args.seed,
+                                log_every=args.log_every, checkpoint_every=args.checkpoint_every,
+                                loss=loss, latent_rounding=args.latent_rounding)
+            resume = (out / "checkpoint.pth.tar").is_file() and not args.retrain
+            log_file = None
+            if rank == 0:
+                out.mkdir(parents=True, exist_ok=True)
+                log_file = open(out / "train.log", "a")  # noqa: SIM115 - closed below
+
+            def log(line: str, _f=log_file) -> None:  # noqa: ANN001
+                if _f is not None:
+                    _f.write(line + "\n")
+                    _f.flush()
+
+            try:
+                run = qat_quantize(
+                    p.model, cfg, settings, train, train_dir=args.train_dir, out_dir=out,
+                    calib_dir=args.calib_dir, adapter=adapter, resume=resume, device=device,
+                    progress=not args.no_progress, log=log,
+                    meta={"arch": arch, "quality": p.quality, "preset": args.preset,
+                          "provenance": prov})
+            finally:
+                if log_file is not None:
+                    log_file.close()
+        p.info.update({"bit_config": run.config.to_dict(), "size": run.size.as_dict(),
+                       "qat_steps": run.steps, "qat_seconds": run.train_seconds,
+                       "calibration_seconds": run.calibration_seconds, "run_dir": str(out)})
+        runs.append(run)
+        _log(f"q{p.quality}: QAT {run.steps} steps, {run.train_seconds:.0f}s; weight ratio "
+             f"{run.size.weight_ratio:.3f}x, model ratio {run.size.ratio:.3f}x")
+    if rank != 0 or args.no_eval:
+        return 0
+    sizes = [r.size for r in runs]
+    extra = {
+        "setting": setting, "preset": args.preset, "qat": settings.as_dict(), "loss": loss,
+        "latent_rounding": args.latent_rounding,
+        "model_bytes": [s.model_bytes for s in sizes],
+        "ratio": sum(s.ratio for s in sizes) / len(sizes),
+        "weight_ratio": sum(s.weight_ratio for s in sizes) / len(sizes),
+        "quantized_layers_ratio": sum(s.quantized_layers_ratio for s in sizes) / len(sizes),
+        "steps": [r.steps for r in runs], "train_seconds": [r.train_seconds for r in runs],
+        "train": {"dir": str(args.train_dir), "lr": args.lr, "batch_size": args.batch_size,
+                  "patch_size": args.patch_size, "device": args.device,
+                  "world_size": int(os.environ.get("WORLD_SIZE", "1"))},
+        "command": prov["command"], "commit": prov["commit"],
+    }
+    name = args.name or f"{arch}-qat-{setting}"
+    _evaluate_and_write(args, arch, points, f"{source}, QAT {setting}", name, extra)
+    return 0
+
+
 # -- licq sensitivity / search ------------------------------------------------------------------
 def _single_model(args: argparse.Namespace):  # noqa: ANN202
     arch, points, _ = _rd_points(args)
@@ -483,6 +614,49 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gdn-bits", type=int, help="precision of GDN/IGDN γ, β (default: w-bits)")
     _add_calib_args(s)
     s.set_defaults(func=cmd_ptq)
+
+    s = sub.add_parser("qat", help="quantization-aware training on the RD loss + evaluation")
+    _add_eval_args(s)
+    s.add_argument("--train-dir", type=Path, required=True,
+                   help="training images (recursive; never the evaluation set)")
+    s.add_argument("--run-dir", type=Path, required=True,
+                   help="checkpoints and final models, one sub-folder per quality (resumes)")
+    s.add_argument("--setting", help="setting name in the results (default from the bits)")
+    s.add_argument("--w-bits", type=int, help="uniform weight bits (2-16)")
+    s.add_argument("--a-bits", type=int, default=8, help="uniform input-activation bits")
+    s.add_argument("--weight-only", action="store_true", help="do not quantize activations")
+    s.add_argument("--bit-config", type=Path, nargs="+",
+                   help="bit config JSON(s) or a licq results JSON holding one per quality")
+    s.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "mse"])
+    s.add_argument("--a-observer", default="mse", choices=["minmax", "percentile", "mse"])
+    s.add_argument("--gdn-bits", type=int, help="precision of GDN/IGDN γ, β (default: w-bits)")
+    s.add_argument("--preset", choices=["fmpq", "dynaquant-q"])
+    s.add_argument("--rounding", choices=["ste", "dgm"], help="rounding gradient (default ste)")
+    s.add_argument("--dgm-beta", type=float, help="DGM sharpness β (default 2)")
+    s.add_argument("--clip", choices=["hard", "leaky"], help="clipping gradient (default hard)")
+    s.add_argument("--leaky-slope", type=float, help="leaky-clip slope outside the range (0.01)")
+    s.add_argument("--qparams", choices=["fixed", "lsq", "dpa"],
+                   help="quantization parameters: fixed, learnable scale, or DPA (default fixed)")
+    s.add_argument("--scale-lr", type=float, default=1e-3, help="Adam lr of the log-scales")
+    s.add_argument("--zp-lr", type=float, default=1e-2, help="Adam lr of the zero points")
+    s.add_argument("--loss", choices=["rd", "distortion"], help="default rd (R + λ·D)")
+    s.add_argument("--latent-rounding", default="noise", choices=["noise", "ste"])
+    s.add_argument("--lambda", type=float, dest="lmbda", help="default: λ of the quality")
+    s.add_argument("--steps", type=int)
+    s.add_argument("--max-seconds", type=float, help="training wall time per quality")
+    s.add_argument("--lr", type=float, default=1e-5, help="Adam lr of the network weights")
+    s.add_argument("--aux-lr", type=float, default=1e-3)
+    s.add_argument("--batch-size", type=int, default=8, help="global batch (split over ranks)")
+    s.add_argument("--patch-size", type=int, default=128)
+    s.add_argument("--clip-max-norm", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--log-every", type=int, default=50)
+    s.add_argument("--checkpoint-every", type=int, default=200)
+    s.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+    s.add_argument("--retrain", action="store_true", help="ignore finished runs and checkpoints")
+    s.add_argument("--no-eval", action="store_true", help="train only")
+    _add_calib_args(s)
+    s.set_defaults(func=cmd_qat)
 
     s = sub.add_parser("sensitivity", help="FMPQ per-layer sensitivity ζ_n(b) on training crops")
     _add_model_args(s)

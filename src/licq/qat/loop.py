@@ -4,20 +4,29 @@ CompressAI's recipe: Adam on the model parameters, a separate Adam on the entrop
 quantiles for the auxiliary loss, gradient-norm clipping, random crops. Checkpoints are written
 atomically and hold everything needed to continue exactly: model, both optimizers, step, elapsed
 time, the crop sampler's generator and the global torch RNG (the entropy bottleneck's noise).
+
+Data-parallel: when ``torch.distributed`` is initialised (``torchrun``), the model is wrapped in
+DistributedDataParallel and every rank takes its slice of the *global* batch the shared-seed crop
+sampler draws (``batch_size`` is the global batch). Averaged gradients of equal slices are the
+gradient of the global batch, so N ranks train what one process with the global batch trains
+(exactly so with ``latent_rounding="ste"``; with noise each rank draws its own noise).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from tqdm.auto import tqdm
 
@@ -43,6 +52,10 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 500  # steps between checkpoints (and one at the end)
+    loss: str = "rd"  # "rd": R + λ·D; "distortion": λ·D only (the ablation of the rate term)
+    # latents while training: "noise" (CompressAI: additive uniform noise) or "ste" (rounded as
+    # at inference, straight-through gradient; deterministic)
+    latent_rounding: str = "noise"
 
     def __post_init__(self) -> None:
         if self.steps is None and self.max_seconds is None:
@@ -53,16 +66,54 @@ class TrainConfig:
             raise ValueError("batch_size must be >= 1 and patch_size >= 16")
         if self.lr <= 0 or self.aux_lr <= 0:
             raise ValueError("learning rates must be positive")
+        if self.loss not in ("rd", "distortion"):
+            raise ValueError(f"loss must be 'rd' or 'distortion', got {self.loss!r}")
+        if self.latent_rounding not in ("noise", "ste"):
+            raise ValueError(f"latent_rounding must be 'noise' or 'ste', got {self.latent_rounding!r}")
 
 
-def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(network parameters, auxiliary quantile parameters), CompressAI's split."""
+def split_parameters(
+    model: nn.Module, exclude: set[int] | None = None,
+) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(network parameters, auxiliary quantile parameters), CompressAI's split; parameters whose
+    ``id`` is in ``exclude`` (QAT quantizer parameters, optimised in their own groups) are left out.
+    """
     main, aux = [], []
     for name, p in model.named_parameters():
-        if not p.requires_grad:
+        if not p.requires_grad or (exclude and id(p) in exclude):
             continue
         (aux if name.endswith(".quantiles") else main).append(p)
     return main, aux
+
+
+def _ste_quantize(module: nn.Module, inputs: torch.Tensor, mode: str, means=None):  # noqa: ANN001, ANN202
+    """An entropy model's ``quantize`` with training noise replaced by rounding + STE."""
+    if mode != "noise":
+        return type(module).quantize(module, inputs, mode, means)
+    rounded = type(module).quantize(module, inputs, "dequantize", means)
+    return inputs + (rounded - inputs).detach()
+
+
+@contextmanager
+def latent_rounding(model: nn.Module, mode: str) -> Iterator[None]:
+    """Inside the block the model's entropy models round their latents (``"ste"``) instead of
+    adding noise while training; ``"noise"`` changes nothing."""
+    from compressai.entropy_models import EntropyModel
+
+    patched = [m for m in model.modules() if isinstance(m, EntropyModel)] if mode == "ste" else []
+    for m in patched:
+        m.quantize = functools.partial(_ste_quantize, m)
+    try:
+        yield
+    finally:
+        for m in patched:
+            del m.quantize
+
+
+def _dist_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 @dataclass
@@ -104,12 +155,28 @@ class Trainer:
         self.config = config
         self.out_dir = Path(out_dir)
         self.meta = dict(meta or {})
-        self.criterion = RateDistortionLoss(config.lmbda, config.metric)
-        main, aux = split_parameters(model)
-        groups = [{"params": main, "lr": config.lr}] + list(extra_param_groups or [])
+        self.criterion = RateDistortionLoss(config.lmbda, config.metric,
+                                            rate_weight=1.0 if config.loss == "rd" else 0.0)
+        extra = [g for g in (extra_param_groups or []) if g["params"]]
+        excluded = {id(p) for g in extra for p in g["params"]}
+        main, aux = split_parameters(model, excluded)
+        groups = [{"params": main, "lr": config.lr}] + extra
         self.optimizer = torch.optim.Adam(groups)
         self.aux_optimizer = torch.optim.Adam(aux, lr=config.aux_lr) if aux else None
         self.state = TrainState()
+        self.rank, self.world = _dist_world()
+        if config.batch_size % self.world:
+            raise ValueError(f"batch size {config.batch_size} does not split over {self.world} ranks")
+        self.forward_model: nn.Module = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            # the quantiles only get the aux loss's gradient, the same on every rank
+            DDP._set_params_and_buffers_to_ignore_for_model(
+                self.model, [n for n, _ in self.model.named_parameters() if n.endswith(".quantiles")])
+            self.forward_model = DDP(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
+                broadcast_buffers=False)
         torch.manual_seed(config.seed)
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -117,6 +184,9 @@ class Trainer:
         return self.out_dir / self.CHECKPOINT
 
     def save_checkpoint(self) -> Path:
+        """Write the checkpoint (rank 0 only under data-parallel training)."""
+        if self.rank != 0:
+            return self.checkpoint_path()
         ckpt = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -164,15 +234,21 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         c = self.config
         self.model.train()
-        x = self.sampler.batch(c.batch_size).to(self.device, non_blocking=True)
+        x = self.sampler.batch(c.batch_size)  # the global batch; each rank takes its slice
+        b = c.batch_size // self.world
+        x = x[self.rank * b:(self.rank + 1) * b].to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.criterion(self.model(x), x)
+        out = self.criterion(self.forward_model(x), x)
         out["loss"].backward()
         if c.clip_max_norm > 0:
             params = self.optimizer.param_groups[0]["params"]
             torch.nn.utils.clip_grad_norm_(params, c.clip_max_norm)
         self.optimizer.step()
-        stats = {k: float(v.detach()) for k, v in out.items()}
+        values = torch.stack([v.detach().float() for v in out.values()])
+        if self.world > 1:  # report the global batch's figures
+            dist.all_reduce(values)
+            values /= self.world
+        stats = dict(zip(out.keys(), values.tolist(), strict=True))
         if self.aux_optimizer is not None:
             self.aux_optimizer.zero_grad(set_to_none=True)
             aux_loss = self.model.aux_loss()
@@ -186,25 +262,37 @@ class Trainer:
         """Train until ``steps`` or ``max_seconds``; checkpoint periodically and at the end."""
         c = self.config
         total = c.steps if c.steps is not None else None
+        if self.rank != 0:
+            progress, log = False, None
         bar = tqdm(total=total, initial=self.state.step, desc="train", unit="step",
                    disable=not progress, dynamic_ncols=True)
         try:
-            while not self._done():
-                t0 = time.perf_counter()
-                stats = self.train_step()
-                self.state.elapsed += time.perf_counter() - t0
-                self.state.step += 1
-                self.state.last = stats
-                bar.update(1)
-                if self.state.step % c.log_every == 0:
-                    bar.set_postfix(loss=f"{stats['loss']:.4f}", bpp=f"{stats['bpp_loss']:.4f}",
-                                    psnr=f"{stats['psnr']:.2f}")
-                    if log is not None:
-                        log(f"step={self.state.step} elapsed={self.state.elapsed:.0f}s "
-                            + " ".join(f"{k}={v:.4f}" for k, v in stats.items()))
-                if self.state.step % c.checkpoint_every == 0:
-                    self.save_checkpoint()
+            with latent_rounding(self.model, c.latent_rounding):
+                self._loop(bar, log)
         finally:
             bar.close()
         self.save_checkpoint()
         return self.state
+
+    def _loop(self, bar: tqdm, log: Callable[[str], None] | None) -> None:
+        c = self.config
+        while not self._done():
+            t0 = time.perf_counter()
+            stats = self.train_step()
+            dt = time.perf_counter() - t0
+            if self.world > 1:  # every rank must agree on when max_seconds is reached
+                t = torch.tensor([dt], device=self.device)
+                dist.all_reduce(t, op=dist.ReduceOp.MAX)
+                dt = float(t)
+            self.state.elapsed += dt
+            self.state.step += 1
+            self.state.last = stats
+            bar.update(1)
+            if self.state.step % c.log_every == 0:
+                bar.set_postfix(loss=f"{stats['loss']:.4f}", bpp=f"{stats['bpp_loss']:.4f}",
+                                psnr=f"{stats['psnr']:.2f}")
+                if log is not None:
+                    log(f"step={self.state.step} elapsed={self.state.elapsed:.0f}s "
+                        + " ".join(f"{k}={v:.4f}" for k, v in stats.items()))
+            if self.state.step % c.checkpoint_every == 0:
+                self.save_checkpoint()

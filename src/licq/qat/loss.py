@@ -14,10 +14,12 @@ class RateDistortionLoss(nn.Module):
     """``bpp + λ·255²·MSE`` (metric ``"mse"``) or ``bpp + λ·(1 − MS-SSIM)`` (``"ms-ssim"``).
 
     This is CompressAI's training objective: bpp is the likelihood estimate of the rate of every
-    latent (y and z), MSE is computed on the reconstruction clamped to [0, 1].
+    latent (y and z), MSE is computed on the reconstruction clamped to [0, 1]. ``rate_weight`` = 0
+    drops the rate term (distortion-only training, an ablation of QAT's objective); ``bpp_loss``
+    is still reported.
     """
 
-    def __init__(self, lmbda: float, metric: str = "mse") -> None:
+    def __init__(self, lmbda: float, metric: str = "mse", rate_weight: float = 1.0) -> None:
         super().__init__()
         if metric not in ("mse", "ms-ssim"):
             raise ValueError(f"metric must be 'mse' or 'ms-ssim', got {metric!r}")
@@ -25,6 +27,7 @@ class RateDistortionLoss(nn.Module):
             raise ValueError(f"λ must be positive, got {lmbda}")
         self.lmbda = lmbda
         self.metric = metric
+        self.rate_weight = rate_weight
 
     def forward(self, output: dict, target: Tensor) -> dict[str, Tensor]:
         n, _, h, w = target.shape
@@ -36,9 +39,9 @@ class RateDistortionLoss(nn.Module):
         mse = torch.mean((x_hat - target) ** 2)
         out = {"bpp_loss": bpp, "mse_loss": mse}
         if self.metric == "mse":
-            out["loss"] = bpp + self.lmbda * 255**2 * mse
+            out["loss"] = self.rate_weight * bpp + self.lmbda * 255**2 * mse
         else:
             msssim = ms_ssim(x_hat, target, data_range=1.0)
             out["ms_ssim_loss"] = msssim
-            out["loss"] = bpp + self.lmbda * (1 - msssim)
+            out["loss"] = self.rate_weight * bpp + self.lmbda * (1 - msssim)
         return out

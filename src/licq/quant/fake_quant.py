@@ -7,7 +7,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from licq.quant.observers import Observer
-from licq.quant.primitives import fake_quantize, qparams_from_range, qrange
+from licq.quant.primitives import fake_quantize, qparams_from_range, qrange, round_ste
 
 
 class NotCalibratedError(RuntimeError):
@@ -38,6 +38,16 @@ class FakeQuantize(nn.Module):
         self.register_buffer("calibrated", torch.tensor(False))
         self.observer = Observer(observer, axis)
         self.observing = False
+        self.qat_spec = None  # a licq.qat.QATSpec while quantization-aware training
+        self.register_parameter("log_scale", None)  # learnable log-scale (QAT: lsq, dpa)
+        self.register_parameter("zp", None)  # learnable zero point (QAT: dpa)
+
+    def current_qparams(self) -> tuple[Tensor, Tensor]:
+        """(scale, zero point) in use: the buffers, or the learnable QAT parameters."""
+        scale = self.scale if self.log_scale is None else torch.exp(self.log_scale)
+        if self.zp is None:
+            return scale, self.zero_point
+        return scale, torch.clamp(round_ste(self.zp), self.qmin, self.qmax)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.observing:
@@ -48,6 +58,12 @@ class FakeQuantize(nn.Module):
                 "activation quantizer has no range yet: run `with licq.calibrate(model): ...` "
                 "over calibration images first"
             )
+        if self.qat_spec is not None:
+            from licq.qat.quantizers import qat_fake_quantize
+
+            scale, zero_point = self.current_qparams()
+            return qat_fake_quantize(x, scale, zero_point, self.qmin, self.qmax, self.axis,
+                                     self.qat_spec)
         return fake_quantize(x, self.scale, self.zero_point, self.qmin, self.qmax, self.axis)
 
     @torch.no_grad()

@@ -1,0 +1,209 @@
+"""Quantization-aware training of a codec on its RD loss (``licq qat``).
+
+    model = load_model("bmshj2018-hyperprior", checkpoint=...)
+    run = qat_quantize(model, QuantConfig.uniform(4), QATSettings(spec=PRESETS["fmpq"].spec),
+                       TrainConfig(lmbda=0.0067, steps=2000), train_dir="../shared/data/train",
+                       out_dir="runs/qat/q3")
+
+Pipeline: quantize (``quantize_``) → calibrate activations on training crops → switch the
+quantizers to QAT (:mod:`licq.qat.quantizers`) → train weights and quantization parameters
+together with the ``licq train`` loop (:class:`~licq.qat.loop.Trainer`: aux loss, atomic
+checkpoints, exact resume, DDP) → write the learned parameters back (``freeze_qat``) →
+``update(force=True)``. The result codes real bitstreams like a PTQ model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from licq.api import LayerQConfig, QuantConfig, quantize_
+from licq.data import CropSampler
+from licq.errors import CheckpointError
+from licq.ptq.calibrate import calibrate_on_folder
+from licq.qat.loop import TrainConfig, Trainer
+from licq.qat.quantizers import QATSpec, freeze_qat, prepare_qat
+from licq.quant.fake_quant import FakeQuantize
+from licq.quant.size import SizeReport, model_size
+
+
+@dataclass(frozen=True)
+class QATSettings:
+    """What QAT does besides the training loop.
+
+    Attributes:
+        spec: rounding / clipping gradients and which quantization parameters learn.
+        scale_lr: Adam learning rate of the (log-)scales; ``zero_point_lr`` of the zero points.
+        pin_8bit_groups: adapter groups forced to W8A8 (e.g. the hyper-transforms).
+        pin_8bit_first_layers: the first layer of g_a and of g_s at W8A8 (DynaQuant's setting).
+        calib_crops / calib_size / calib_seed: activation calibration before training.
+    """
+
+    spec: QATSpec = field(default_factory=QATSpec)
+    scale_lr: float = 1e-3
+    zero_point_lr: float = 1e-2
+    pin_8bit_groups: tuple[str, ...] = ()
+    pin_8bit_first_layers: bool = False
+    calib_crops: int = 32
+    calib_size: int = 256
+    calib_seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["pin_8bit_groups"] = list(self.pin_8bit_groups)
+        return d
+
+
+@dataclass(frozen=True)
+class Preset:
+    description: str
+    settings: QATSettings
+    loss: str = "rd"
+
+
+PRESETS: dict[str, Preset] = {
+    "fmpq": Preset(
+        "FMPQ: RD loss, leaky clip (slope 0.01), STE rounding, LSQ-style learnable scales; use "
+        "with an FMPQ allocation (--bit-config from `licq search`)",
+        QATSettings(spec=QATSpec(rounding="ste", clip="leaky", params="lsq")),
+    ),
+    "dynaquant-q": Preset(
+        "DynaQuant static (Q-): DPA (learnable per-channel scale and zero point, weights and "
+        "activations) + DGM rounding gradient; fixed bit config with h_a, h_s and the first "
+        "layer of g_a and g_s at 8 bit",
+        QATSettings(spec=QATSpec(rounding="dgm", clip="hard", params="dpa"),
+                    pin_8bit_groups=("h_a", "h_s"), pin_8bit_first_layers=True),
+    ),
+}
+
+
+def pin_8bit(model: nn.Module, adapter, config: QuantConfig, settings: QATSettings) -> QuantConfig:  # noqa: ANN001
+    """``config`` with the layers ``settings`` pins set to W8A8 (their other options kept)."""
+    if not settings.pin_8bit_groups and not settings.pin_8bit_first_layers:
+        return config
+    layers = adapter.quantizable_layers(model)
+    resolved = config.resolve(list(layers))
+    pinned = {n for n, g in layers.items() if g in settings.pin_8bit_groups}
+    if settings.pin_8bit_first_layers:
+        for side in ("g_a", "g_s"):
+            first = next((n for n, g in layers.items() if g == side), None)
+            if first is not None:
+                pinned.add(first)
+    per_layer: dict[str, LayerQConfig | None] = {}
+    for n, c in resolved.items():
+        if n in pinned:
+            base = c if c is not None else LayerQConfig()
+            c = replace(base, w_bits=8, a_bits=8 if base.a_bits is not None else None)
+        per_layer[n] = c
+    return QuantConfig(default=None, layers=per_layer, gdn_bits=config.gdn_bits)
+
+
+@dataclass
+class QATRun:
+    model: nn.Module
+    config: QuantConfig
+    size: SizeReport
+    steps: int
+    train_seconds: float
+    calibration_seconds: float
+    last: dict[str, float]
+    out_dir: Path
+
+
+FINAL = "model.pth.tar"
+SUMMARY = "qat.json"
+
+
+def qat_quantize(
+    model: nn.Module,
+    config: QuantConfig,
+    settings: QATSettings,
+    train: TrainConfig,
+    *,
+    train_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    calib_dir: str | os.PathLike | None = None,
+    adapter=None,  # noqa: ANN001
+    resume: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+    log=None,  # noqa: ANN001
+    meta: dict[str, Any] | None = None,
+) -> QATRun:
+    """Quantize ``model`` in place with ``config`` and fine-tune it on the RD loss.
+
+    ``resume`` continues from ``out_dir/checkpoint.pth.tar`` (exactly: the quantizer parameters,
+    both optimizers and every RNG are in it). Writes ``out_dir/model.pth.tar`` (the quantized
+    codec's state dict after ``update(force=True)``) and ``out_dir/qat.json``.
+    """
+    out_dir = Path(out_dir)
+    if adapter is not None:
+        config = pin_8bit(model, adapter, config, settings)
+    size = model_size(model, config)
+    resolved = quantize_(model, config)
+    calib_seconds = 0.0
+    if any(c is not None and c.a_bits is not None for c in resolved.values()):
+        stats = calibrate_on_folder(model, calib_dir or train_dir, num_crops=settings.calib_crops,
+                                    patch_size=settings.calib_size, seed=settings.calib_seed,
+                                    progress=progress)
+        calib_seconds = stats.seconds
+    qparams = prepare_qat(model, settings.spec)
+    groups = [{"params": qparams["scale"], "lr": settings.scale_lr},
+              {"params": qparams["zero_point"], "lr": settings.zero_point_lr}]
+    sampler = CropSampler(train_dir, patch_size=train.patch_size, seed=train.seed)
+    meta = {"bit_config": config.to_dict(), "qat": settings.as_dict(), **(meta or {})}
+    trainer = Trainer(model, sampler, train, out_dir, meta=meta, extra_param_groups=groups,
+                      device=device)
+    ckpt = out_dir / Trainer.CHECKPOINT
+    if resume:
+        if not ckpt.is_file():
+            raise CheckpointError(f"nothing to resume: {ckpt} does not exist")
+        trainer.load_checkpoint(ckpt)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = trainer.fit(log=log, progress=progress)
+    freeze_qat(model)
+    model.eval().cpu()
+    model.update(force=True)
+    if trainer.rank == 0:
+        torch.save(model.state_dict(), out_dir / FINAL)
+        summary = {"steps": state.step, "train_seconds": state.elapsed,
+                   "calibration_seconds": calib_seconds, "last": state.last,
+                   "train_config": asdict(train), "size": size.as_dict(), **meta,
+                   "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        (out_dir / SUMMARY).write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    return QATRun(model, config, size, state.step, state.elapsed, calib_seconds, state.last,
+                  out_dir)
+
+
+def load_qat_result(model: nn.Module, out_dir: str | os.PathLike) -> QATRun:
+    """Rebuild a finished QAT run's quantized codec from ``out_dir`` (its float model given)."""
+    out_dir = Path(out_dir)
+    summary = json.loads((out_dir / SUMMARY).read_text())
+    config = QuantConfig.from_dict(summary["bit_config"])
+    size = model_size(model, config)
+    quantize_(model, config)
+    state = torch.load(out_dir / FINAL, map_location="cpu", weights_only=True)
+    load_quantized_state(model, state)
+    model.eval()
+    return QATRun(model, config, size, summary["steps"], summary["train_seconds"],
+                  summary["calibration_seconds"], summary["last"], out_dir)
+
+
+def load_quantized_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a quantized codec's state dict into a model quantized with the same config; input
+    quantizers saved per channel (DPA) are made per channel first."""
+    for name, m in model.named_modules():
+        if isinstance(m, FakeQuantize) and m.axis is None:
+            saved = state.get(f"{name}.scale")
+            if saved is not None and saved.dim() == 1:
+                m.axis = 1
+                m.scale = torch.ones_like(saved)
+                m.zero_point = torch.zeros_like(saved)
+    model.load_state_dict(state, strict=True)
