@@ -184,12 +184,64 @@ def fmpq_section() -> str:
     return "\n".join(out) if out else "No FMPQ results yet."
 
 
+QAT_MAIN = ["w8a8", "fmpq-4x", "fmpq-6x", "fmpq-8x"]
+
+
+def _ptq_counterpart(arch: str, setting: str) -> Path | None:
+    if setting == "w8a8":
+        f = RESULTS / f"ptq-{arch}-w8a8.json"
+    elif setting.startswith("fmpq-"):
+        f = RESULTS / f"fmpq-{arch}-dp-{setting.removeprefix('fmpq-')}.json"
+    else:
+        return None
+    return f if f.is_file() else None
+
+
+def _spec(r: dict) -> str:
+    q = r["licq"]["qat"]["spec"]
+    clip = f"leaky {q['leaky_slope']:g}" if q["clip"] == "leaky" else "hard"
+    rnd = f"dgm β={q['dgm_beta']:g}" if q["rounding"] == "dgm" else "ste"
+    return f"{r['licq']['loss']}, {clip} clip, {rnd}, {q['params']}"
+
+
+def qat_section() -> str:
+    out = []
+    for arch in sorted(f.stem.removeprefix("baselines-") for f in RESULTS.glob("baselines-*.json")):
+        anchor = _anchor(arch)
+        if anchor is None or not list(RESULTS.glob(f"qat-{arch}-*.json")):
+            continue
+        head = ["| setting | QAT: loss, clip, rounding, params | BD-rate PSNR (%) QAT | PTQ | "
+                "weight ratio | steps / model | train s / model |", "|---|---|---|---|---|---|---|"]
+        main_rows, abl_rows = [], []
+        for f in sorted(RESULTS.glob(f"qat-{arch}-*.json")):
+            if f.stem.startswith("qat-probe"):
+                continue
+            setting = f.stem.removeprefix(f"qat-{arch}-")
+            r = read_results(f)
+            ptq = _ptq_counterpart(arch, setting)
+            ptq_bd = _bd(anchor, read_results(ptq)) if ptq else "—"
+            sz = _sizes(r)
+            row = (f"| {setting} | {_spec(r)} | {_bd(anchor, r)} | {ptq_bd} | "
+                   f"{_mean([x['weight_ratio'] for x in sz]):.3f} | "
+                   f"{_mean(r['licq']['steps']):.0f} | {_mean(r['licq']['train_seconds']):.0f} |")
+            (main_rows if setting in QAT_MAIN else abl_rows).append((setting, row))
+        main_rows.sort(key=lambda t: QAT_MAIN.index(t[0]))
+        out += [f"**{arch}** (anchor `baselines-{arch}.json`; PTQ column: the same bits without "
+                "training, from `ptq-*-w8a8.json` / `fmpq-*-dp-*.json`)", "", *head,
+                *[r for _, r in main_rows], ""]
+        if abl_rows:
+            out += ["Ablations (each differs from `fmpq-6x` in one switch; same steps and data):",
+                    "", *head, *[r for _, r in abl_rows], ""]
+    return "\n".join(out) if out else "No QAT results yet."
+
+
 def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
     text = _replace_section(text, "baselines", baselines_section())
     text = _replace_section(text, "ptq", ptq_section())
     text = _replace_section(text, "fmpq", fmpq_section())
+    text = _replace_section(text, "qat", qat_section())
     readme.write_text(text)
     print("README.md sections regenerated")
 

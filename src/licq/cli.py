@@ -637,8 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--leaky-slope", type=float, help="leaky-clip slope outside the range (0.01)")
     s.add_argument("--qparams", choices=["fixed", "lsq", "dpa"],
                    help="quantization parameters: fixed, learnable scale, or DPA (default fixed)")
-    s.add_argument("--scale-lr", type=float, default=1e-3, help="Adam lr of the log-scales")
-    s.add_argument("--zp-lr", type=float, default=1e-2, help="Adam lr of the zero points")
+    s.add_argument("--scale-lr", type=float, default=1e-4, help="Adam lr of the log-scales")
+    s.add_argument("--zp-lr", type=float, default=1e-3, help="Adam lr of the zero points")
     s.add_argument("--loss", choices=["rd", "distortion"], help="default rd (R + λ·D)")
     s.add_argument("--latent-rounding", default="noise", choices=["noise", "ste"])
     s.add_argument("--lambda", type=float, dest="lmbda", help="default: λ of the quality")

@@ -47,8 +47,10 @@ class QATSettings:
     """
 
     spec: QATSpec = field(default_factory=QATSpec)
-    scale_lr: float = 1e-3
-    zero_point_lr: float = 1e-2
+    # chosen on held-out training crops (benchmarks/results/qat-probe-*-diag2.json): log-scale
+    # lr 1e-3 made 200 QAT steps worse than PTQ, 1e-4 improved on it
+    scale_lr: float = 1e-4
+    zero_point_lr: float = 1e-3
     pin_8bit_groups: tuple[str, ...] = ()
     pin_8bit_first_layers: bool = False
     calib_crops: int = 32
@@ -206,4 +208,13 @@ def load_quantized_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
                 m.axis = 1
                 m.scale = torch.ones_like(saved)
                 m.zero_point = torch.zeros_like(saved)
+    for mod_name, mod in model.named_modules():  # entropy tables rebuilt after training
+        for buf_name, buf in list(mod._buffers.items()):
+            saved = state.get(f"{mod_name}.{buf_name}" if mod_name else buf_name)
+            if buf_name in _TABLES and saved is not None and buf is not None \
+                    and buf.shape != saved.shape:
+                mod._buffers[buf_name] = torch.empty_like(saved)
     model.load_state_dict(state, strict=True)
+
+
+_TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")

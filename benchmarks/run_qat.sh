@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# QAT results on the ScaleHyperprior baselines (issue 6), Kodak-24, real bitstreams.
+#   bash benchmarks/run_qat.sh main        # W8A8 and the FMPQ DP allocations at 4x / 6x / 8x
+#   bash benchmarks/run_qat.sh ablations   # one switch at a time against fmpq-6x
+# Every setting: `licq qat --preset fmpq` (RD loss, leaky clip 0.01, STE, LSQ log-scales) unless
+# the ablation changes one switch; STEPS steps per quality (batch 8, 128 px crops of
+# ../shared/data/train, weight lr 1e-5, scale lr 1e-4), 1 thread. Resumable: a finished results
+# file is skipped, a finished quality is reloaded, an interrupted one resumes from its checkpoint.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LICQ=${LICQ:-.venv/bin/licq}
+SHARED=${SHARED:-../shared}
+STEPS=${STEPS:-400}
+ARCH=bmshj2018-hyperprior
+CKPTS=()
+for q in 1 2 3 4; do CKPTS+=("$SHARED/baselines/$ARCH-N64M96-q$q.pth.tar"); done
+
+run() {  # run NAME ARGS...
+  local name=$1; shift
+  local out=benchmarks/results/qat-$ARCH-$name.json
+  if [[ -f $out ]]; then echo "skip $name (done)"; return; fi
+  echo "$(date -Is) start $name"
+  "$LICQ" qat -a $ARCH -m "${CKPTS[@]}" -q 1 2 3 4 --train-dir "$SHARED/data/train" \
+    -d "$SHARED/data/kodak" --threads 1 --no-progress --steps "$STEPS" \
+    --run-dir "runs/qat/$ARCH-$name" --setting "$name" -o "$out" "$@"
+}
+fmpq() { echo "benchmarks/results/fmpq-$ARCH-dp-$1.json"; }
+
+case ${1:-main} in
+  main)
+    run w8a8 --preset fmpq --w-bits 8 --a-bits 8
+    run fmpq-6x --preset fmpq --bit-config "$(fmpq 6x)"
+    run fmpq-4x --preset fmpq --bit-config "$(fmpq 4x)"
+    run fmpq-8x --preset fmpq --bit-config "$(fmpq 8x)"
+    ;;
+  ablations)
+    run 6x-distortion-loss --preset fmpq --bit-config "$(fmpq 6x)" --loss distortion
+    run 6x-hard-clip --preset fmpq --bit-config "$(fmpq 6x)" --clip hard
+    run 6x-dgm --preset fmpq --bit-config "$(fmpq 6x)" --rounding dgm
+    run 6x-fixed --preset fmpq --bit-config "$(fmpq 6x)" --qparams fixed
+    run 6x-dpa --preset fmpq --bit-config "$(fmpq 6x)" --qparams dpa
+    ;;
+  *) echo "usage: $0 main|ablations" >&2; exit 2 ;;
+esac
+echo "$(date -Is) done ${1:-main}"
