@@ -1,6 +1,11 @@
 """Copy finished `licq train` baselines into benchmarks/models/ as fp32 safetensors + manifest.
 
     python benchmarks/export_trained_baselines.py mbt2018-mean [--runs runs/baselines]
+    python benchmarks/export_trained_baselines.py mbt2018-mean --continued
+
+``--continued`` exports the runs of ``continue_baselines.sh`` (``<arch>-q<q>-cont``, started from
+the committed models): each quality's manifest entry keeps its earlier stages under ``stages`` and
+its ``steps``/``train_seconds`` become the totals.
 
 For each quality the final model (saved after update(force=True)) becomes
 benchmarks/models/<arch>-<sizes>-q<q>.safetensors; the manifest records its sha256, steps and
@@ -28,7 +33,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("arch")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "baselines")
+    ap.add_argument("--continued", action="store_true")
     args = ap.parse_args()
+    if args.continued:
+        continued(args)
+        return
     out_dir = ROOT / "benchmarks" / "models"
     out_dir.mkdir(parents=True, exist_ok=True)
     base = json.loads((args.runs / f"{args.arch}-base" / "train.json").read_text())
@@ -56,6 +65,35 @@ def main() -> None:
     (out_dir / f"{args.arch}-manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     total = base["train_seconds"] + sum(e["train_seconds"] for e in entries)
     print(f"wrote {len(entries)} models of {args.arch} ({total / 60:.0f} min of training)")
+
+
+def continued(args: argparse.Namespace) -> None:
+    out_dir = ROOT / "benchmarks" / "models"
+    mpath = out_dir / f"{args.arch}-manifest.json"
+    manifest = json.loads(mpath.read_text())
+    for e in manifest["models"]:
+        run = args.runs / f"{args.arch}-q{e['quality']}-cont"
+        info = json.loads((run / "train.json").read_text())
+        previous = {k: e[k] for k in ("file", "sha256", "steps", "train_seconds", "init",
+                                      "command", "commit")}
+        stages = e.pop("stages", None)
+        if stages is None:  # first continuation: the entry itself is the first stage
+            stages = [previous]
+        dst = out_dir / e["file"]
+        sd = {k: v.contiguous() for k, v in read_state_dict(run / "model.pth.tar").items()}
+        save_file(sd, str(dst), metadata={"arch": args.arch, "quality": str(e["quality"])})
+        load_model(args.arch, checkpoint=dst)
+        stage = {"steps": info["steps"], "train_seconds": info["train_seconds"],
+                 "init": info["init"], "command": info["provenance"]["command"],
+                 "commit": info["provenance"]["commit"], "sha256": sha256_file(dst)}
+        e.update(sha256=stage["sha256"], command=stage["command"], commit=stage["commit"],
+                 init=stage["init"],
+                 steps=sum(s["steps"] for s in stages) + stage["steps"],
+                 train_seconds=sum(s["train_seconds"] for s in stages) + stage["train_seconds"])
+        e["stages"] = [*stages, stage]
+    manifest["recipe"] = "benchmarks/train_baselines.sh, then benchmarks/continue_baselines.sh"
+    mpath.write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"updated {len(manifest['models'])} models of {args.arch} with their continuation")
 
 
 if __name__ == "__main__":
