@@ -63,3 +63,12 @@ def test_rd_loss_hand_computed():
     r = RateDistortionLoss(0.01)(out, x)
     assert r["bpp_loss"].item() == pytest.approx(8 / 16)
     assert r["loss"].item() == pytest.approx(0.5 + 0.01 * 255**2 * 0.01)
+
+
+def test_non_finite_loss_stops_training_with_a_clear_error(tmp_path, crop_dir):
+    from licq.qat.loop import TrainingDiverged
+
+    t = _trainer(crop_dir, tmp_path, steps=3)
+    t.sampler.batch = lambda n: torch.full((n, 3, 64, 64), float("nan"))
+    with pytest.raises(TrainingDiverged, match="non-finite"):
+        t.fit(progress=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -32,8 +33,12 @@ from tqdm.auto import tqdm
 
 from licq._provenance import atomic_write_bytes
 from licq.data import CropSampler
-from licq.errors import CheckpointError
+from licq.errors import CheckpointError, LicqError
 from licq.qat.loss import RateDistortionLoss
+
+
+class TrainingDiverged(LicqError):
+    """A loss became NaN or infinite."""
 
 
 @dataclass(frozen=True)
@@ -256,6 +261,11 @@ class Trainer:
             self.aux_optimizer.step()
             stats["aux_loss"] = float(aux_loss.detach())
         stats["psnr"] = -10 * torch.log10(torch.tensor(max(stats["mse_loss"], 1e-12))).item()
+        bad = [k for k, v in stats.items() if not math.isfinite(v)]
+        if bad:
+            raise TrainingDiverged(
+                f"step {self.state.step + 1}: non-finite {', '.join(bad)}; lower the learning "
+                f"rates or resume from the last checkpoint ({self.checkpoint_path()})")
         return stats
 
     def fit(self, log: Callable[[str], None] | None = None, progress: bool = True) -> TrainState:
