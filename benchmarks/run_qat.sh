@@ -19,10 +19,14 @@ run() {  # run NAME ARGS...
   local name=$1; shift
   local out=benchmarks/results/qat-$ARCH-$name.json
   if [[ -f $out ]]; then echo "skip $name (done)"; return; fi
+  local lock=runs/qat/$ARCH-$name.lock  # lets two copies of this script share the work
+  if [[ -f $lock ]] && kill -0 "$(cat "$lock")" 2>/dev/null; then echo "skip $name (running)"; return; fi
+  mkdir -p runs/qat && echo $$ > "$lock"
   echo "$(date -Is) start $name"
   "$LICQ" qat -a $ARCH -m "${CKPTS[@]}" -q 1 2 3 4 --train-dir "$SHARED/data/train" \
     -d "$SHARED/data/kodak" --threads 1 --no-progress --steps "$STEPS" \
     --run-dir "runs/qat/$ARCH-$name" --setting "$name" -o "$out" "$@"
+  rm -f "$lock"
 }
 fmpq() { echo "benchmarks/results/fmpq-$ARCH-dp-$1.json"; }
 
