@@ -127,3 +127,32 @@ def test_search_failure_is_one_line(tmp_path, crop_dir, capsys):
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no sensitivity" in err[0]
+
+
+def test_export_then_eval_packed_equals_ptq(tmp_path, crop_dir, image_dir, capsys):
+    common = ["--calib-dir", str(crop_dir), "--calib-crops", "4", "--calib-size", "64",
+              "--no-progress"]
+    packed = tmp_path / "q2-w4a8.safetensors"
+    assert main(["export", "-q", "2", "--w-bits", "4", "-o", str(packed), *common]) == 0
+    assert "size accounting" in capsys.readouterr().out
+    assert main(["eval", "-m", str(packed), "-d", str(image_dir), "-o",
+                 str(tmp_path / "packed.json"), "--no-progress"]) == 0
+    assert main(["ptq", "-q", "2", "--w-bits", "4", "-d", str(image_dir), "-o",
+                 str(tmp_path / "ptq.json"), *common]) == 0
+    a, b = read_results(tmp_path / "packed.json"), read_results(tmp_path / "ptq.json")
+    assert a["results"]["bpp"] == b["results"]["bpp"]  # same bitstreams
+    assert a["results"]["psnr-rgb"] == b["results"]["psnr-rgb"]
+
+
+def test_qat_command_smoke(tmp_path, crop_dir, image_dir, capsys):
+    args = ["qat", "-q", "3", "--w-bits", "6", "--preset", "dynaquant-q", "--train-dir",
+            str(crop_dir), "--run-dir", str(tmp_path / "run"), "--steps", "2", "--patch-size",
+            "64", "--batch-size", "2", "--calib-crops", "2", "--calib-size", "64", "-d",
+            str(image_dir), "--limit", "1", "-o", str(tmp_path / "qat.json"), "--no-progress"]
+    assert main(args) == 0
+    r = read_results(tmp_path / "qat.json")
+    assert r["licq"]["steps"] == [2] and r["licq"]["preset"] == "dynaquant-q"
+    assert r["licq"]["qat"]["spec"]["params"] == "dpa"
+    # a second run reloads the finished quality instead of training again
+    assert main(args) == 0
+    assert "finished run" in capsys.readouterr().err

@@ -64,14 +64,19 @@ def _rd_points(args: argparse.Namespace) -> tuple[str, list, str]:
     from licq.models import load_model
 
     if args.checkpoint:
-        arch = args.arch or DEFAULT_ARCH
-        qualities = args.quality or [None] * len(args.checkpoint)
+        packed = [_packed_meta(c) for c in args.checkpoint]
+        if all(packed):  # licq packed quantized models: architecture and quality inside
+            arch = packed[0]["arch"]
+            qualities = args.quality or [m["quality"] for m in packed]
+        else:
+            arch = args.arch or DEFAULT_ARCH
+            qualities = args.quality or [None] * len(args.checkpoint)
         if len(qualities) != len(args.checkpoint):
             raise ValueError("give one -q per -m checkpoint, or none")
-        pts = [RDPoint(load_model(arch, checkpoint=c), q,
+        pts = [RDPoint(_load_any(arch, c), q,
                        {"checkpoint": str(c), "checkpoint_sha256": sha256_file(c)})
                for c, q in zip(args.checkpoint, qualities, strict=True)]
-        return arch, pts, "checkpoints"
+        return arch, pts, "packed quantized models" if all(packed) else "checkpoints"
     if args.pretrained:
         if not args.arch or not args.quality:
             raise ValueError("--pretrained needs -a ARCH and -q QUALITY [QUALITY ...]")
@@ -91,6 +96,30 @@ def _rd_points(args: argparse.Namespace) -> tuple[str, list, str]:
                     "checkpoint_sha256": sha256_file(ckpts[q])})
            for q in qualities]
     return DEFAULT_ARCH, pts, "embedded default (licq FP32 baseline)"
+
+
+def _packed_meta(path: Path) -> dict | None:
+    """The metadata of a licq packed model file, or None for any other checkpoint."""
+    if Path(path).suffix != ".safetensors" or not Path(path).is_file():
+        return None
+    from licq.export import PackedModelError, read_packed_metadata
+
+    try:
+        return read_packed_metadata(path)
+    except PackedModelError as e:
+        if "not a licq packed model" in str(e):
+            return None
+        raise
+
+
+def _load_any(arch: str, path: Path):  # noqa: ANN202
+    from licq.models import load_model
+
+    if _packed_meta(path):
+        from licq.export import load_quantized
+
+        return load_quantized(path)[0]
+    return load_model(arch, checkpoint=path)
 
 
 def _evaluate_and_write(
@@ -321,6 +350,52 @@ def cmd_qat(args: argparse.Namespace) -> int:
     name = args.name or f"{arch}-qat-{setting}"
     _evaluate_and_write(args, arch, points, f"{source}, QAT {setting}", name, extra)
     return 0
+
+
+# -- licq export ---------------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    """A quantized codec (PTQ of a bit config, or a finished QAT run) as a packed model file."""
+    from licq._provenance import provenance
+    from licq.export import export_packed, load_quantized
+    from licq.models import get_adapter
+    from licq.models.loading import infer_args
+    from licq.ptq import post_training_quantize
+    from licq.qat.engine import load_qat_result
+    from licq.search.sensitivity import model_hash
+
+    _set_threads(args.threads)
+    arch, point = _single_model(args)
+    fp32_hash = model_hash(point.model)
+    sizes = infer_args(get_adapter(arch), point.model.state_dict())
+    if args.qat_run:
+        run = load_qat_result(point.model, args.qat_run)
+        config, size, source = run.config, run.size, f"QAT run {args.qat_run}"
+    else:
+        configs, setting = _ptq_config(args)
+        if len(configs) != 1:
+            raise ValueError("give one bit config")
+        config = configs[0]
+        r = post_training_quantize(point.model, config, args.calib_dir or _default_calib(),
+                                   num_crops=args.calib_crops, patch_size=args.calib_size,
+                                   seed=args.calib_seed, progress=not args.no_progress)
+        size, source = r.size, f"PTQ {setting}"
+    model = point.model.eval()
+    nbytes = export_packed(model, args.output, arch=arch, sizes=sizes, config=config,
+                           quality=point.quality, fp32_sha256=fp32_hash,
+                           extra={"source": source, "provenance": provenance()})
+    load_quantized(args.output)  # it must load back
+    fp32_file = point.info.get("checkpoint")
+    fp32_bytes = Path(fp32_file).stat().st_size if fp32_file and Path(fp32_file).is_file() else None
+    print(f"wrote {args.output}: {nbytes:,} bytes; size accounting {size.model_bytes:,.0f} bytes "
+          f"({100 * (nbytes / size.model_bytes - 1):+.2f}%); FP32 state {size.fp32_bytes:,.0f} bytes"
+          + (f", FP32 file {fp32_bytes:,} bytes ({fp32_bytes / nbytes:.2f}x)" if fp32_bytes else ""))
+    return 0
+
+
+def _default_calib():  # noqa: ANN202
+    from licq.defaults import default_calibration_dir
+
+    return default_calibration_dir()
 
 
 # -- licq sensitivity / search ------------------------------------------------------------------
@@ -657,6 +732,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-eval", action="store_true", help="train only")
     _add_calib_args(s)
     s.set_defaults(func=cmd_qat)
+
+    s = sub.add_parser("export", help="packed low-bit model file (.safetensors)")
+    _add_model_args(s)
+    s.add_argument("-o", "--output", type=Path, required=True, help="packed .safetensors file")
+    s.add_argument("--qat-run", type=Path, help="a finished `licq qat` quality folder (runs/x/q3)")
+    s.add_argument("--w-bits", type=int, help="uniform weight bits (PTQ)")
+    s.add_argument("--a-bits", type=int, default=8)
+    s.add_argument("--weight-only", action="store_true")
+    s.add_argument("--bit-config", type=Path, nargs="+", help="per-layer bit config JSON (PTQ)")
+    s.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "mse"])
+    s.add_argument("--a-observer", default="mse", choices=["minmax", "percentile", "mse"])
+    s.add_argument("--gdn-bits", type=int)
+    _add_calib_args(s)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("sensitivity", help="FMPQ per-layer sensitivity ζ_n(b) on training crops")
     _add_model_args(s)

@@ -1,0 +1,7 @@
+"""Deployment: packed low-bit model files (integer backends and ONNX to come)."""
+
+from licq.export.packed import PackedModelError, export_packed, load_quantized, read_packed_metadata
+from licq.export.packing import PackingError, pack, unpack
+
+__all__ = ["PackedModelError", "PackingError", "export_packed", "load_quantized", "pack",
+           "read_packed_metadata", "unpack"]
