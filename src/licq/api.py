@@ -214,3 +214,24 @@ def quantize_(model: nn.Module, config: QuantConfig) -> dict[str, LayerQConfig |
 
 def quantized_layers(model: nn.Module) -> dict[str, QuantLayer]:
     return {n: m for n, m in model.named_modules() if isinstance(m, QuantLayer)}
+
+
+def quantizer_sites(model: nn.Module) -> list[tuple[str, nn.Module, nn.Module, str]]:
+    """Every quantizer of a quantized model as ``(name, layer, quantizer, role)``, role one of
+    ``"weight"``, ``"beta"`` (GDN) and ``"input"``; the candidates of dynamic (per-image bit-width)
+    layers are included, each with the layer it quantizes."""
+    sites = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, QuantLayer):
+            for attr, role in (("weight_quant", "weight"), ("beta_quant", "beta"),
+                               ("input_quant", "input")):
+                q = mod._modules.get(attr)
+                if q is not None:
+                    sites.append((f"{name}.{attr}", mod, q, role))
+        cand_w, cand_a = mod._modules.get("cand_w"), mod._modules.get("cand_a")
+        if cand_w is not None and cand_a is not None:  # licq.dynamic.DynamicLayer
+            for i, q in enumerate(cand_w):
+                sites.append((f"{name}.cand_w.{i}", mod.layer, q, "weight"))
+            for i, q in enumerate(cand_a):
+                sites.append((f"{name}.cand_a.{i}", mod.layer, q, "input"))
+    return sites

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from licq.api import quantized_layers
+from licq.api import quantizer_sites
 from licq.data import CropSampler
 
 
@@ -35,8 +35,7 @@ class CalibrationStats:
 @contextmanager
 def calibrate(model: nn.Module) -> Iterator[CalibrationStats]:
     """Observe activations inside the block; set activation quantization parameters on exit."""
-    layers = quantized_layers(model)
-    quantizers = {n: m.input_quant for n, m in layers.items() if m.input_quant is not None}
+    quantizers = {n: q for n, _, q, role in quantizer_sites(model) if role == "input"}
     stats = CalibrationStats(quantizers=len(quantizers))
     was_training = model.training
     model.eval()

@@ -56,10 +56,19 @@ class QATSettings:
     calib_crops: int = 32
     calib_size: int = 256
     calib_seed: int = 0
+    # DynaQuant DBWS (licq.dynamic): per-image bit-widths from these candidates, loss + γ·L_bits
+    dynamic_candidates: tuple[int, ...] | None = None
+    bits_weight: float = 0.01  # γ
+    tau0: float = 5.0  # Gumbel-softmax temperature, annealed exponentially to tau_min
+    tau_min: float = 0.5
+    selector_lr: float = 1e-3
+    selector_hidden: int = 64
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["pin_8bit_groups"] = list(self.pin_8bit_groups)
+        if self.dynamic_candidates is not None:
+            d["dynamic_candidates"] = list(self.dynamic_candidates)
         return d
 
 
@@ -82,6 +91,14 @@ PRESETS: dict[str, Preset] = {
         "layer of g_a and g_s at 8 bit",
         QATSettings(spec=QATSpec(rounding="dgm", clip="hard", params="dpa"),
                     pin_8bit_groups=("h_a", "h_s"), pin_8bit_first_layers=True),
+    ),
+    "dynaquant": Preset(
+        "DynaQuant dynamic (DQ-): DPA + DGM, W8A8 base with h_a, h_s and each side's first "
+        "module static at 8 bit; every other g_a/g_s conv picks its bits per image from "
+        "{4, 6, 8} (Gumbel-softmax selector, loss R + λ·D + γ·L_bits)",
+        QATSettings(spec=QATSpec(rounding="dgm", clip="hard", params="dpa"),
+                    pin_8bit_groups=("h_a", "h_s"), pin_8bit_first_layers=True,
+                    dynamic_candidates=(4, 6, 8)),
     ),
 }
 
@@ -150,6 +167,21 @@ def qat_quantize(
         config = pin_8bit(model, adapter, config, settings)
     size = model_size(model, config)
     resolved = quantize_(model, config)
+    extra_loss = on_step = None
+    selector_params: list[nn.Parameter] = []
+    if settings.dynamic_candidates is not None:
+        from licq.dynamic import bits_loss, make_dynamic, set_temperature, temperature
+
+        sides = make_dynamic(model, settings.dynamic_candidates, settings.selector_hidden)
+        selector_params = [p for s in sides.values() for p in s.selector.parameters()]
+        gamma = settings.bits_weight
+        total = train.steps or 0
+
+        def extra_loss(m: nn.Module) -> torch.Tensor:
+            return gamma * bits_loss(m)
+
+        def on_step(step: int) -> None:
+            set_temperature(model, temperature(step, total, settings.tau0, settings.tau_min))
     calib_seconds = 0.0
     if any(c is not None and c.a_bits is not None for c in resolved.values()):
         stats = calibrate_on_folder(model, calib_dir or train_dir, num_crops=settings.calib_crops,
@@ -158,11 +190,12 @@ def qat_quantize(
         calib_seconds = stats.seconds
     qparams = prepare_qat(model, settings.spec)
     groups = [{"params": qparams["scale"], "lr": settings.scale_lr},
-              {"params": qparams["zero_point"], "lr": settings.zero_point_lr}]
+              {"params": qparams["zero_point"], "lr": settings.zero_point_lr},
+              {"params": selector_params, "lr": settings.selector_lr}]
     sampler = CropSampler(train_dir, patch_size=train.patch_size, seed=train.seed)
     meta = {"bit_config": config.to_dict(), "qat": settings.as_dict(), **(meta or {})}
     trainer = Trainer(model, sampler, train, out_dir, meta=meta, extra_param_groups=groups,
-                      device=device)
+                      device=device, extra_loss=extra_loss, on_step=on_step)
     ckpt = out_dir / Trainer.CHECKPOINT
     if resume:
         if not ckpt.is_file():
@@ -191,6 +224,11 @@ def load_qat_result(model: nn.Module, out_dir: str | os.PathLike) -> QATRun:
     config = QuantConfig.from_dict(summary["bit_config"])
     size = model_size(model, config)
     quantize_(model, config)
+    candidates = summary.get("qat", {}).get("dynamic_candidates")
+    if candidates:
+        from licq.dynamic import make_dynamic
+
+        make_dynamic(model, candidates, summary["qat"].get("selector_hidden", 64))
     state = torch.load(out_dir / FINAL, map_location="cpu", weights_only=True)
     load_quantized_state(model, state)
     model.eval()

@@ -140,6 +140,8 @@ class Trainer:
         extra_param_groups: additional optimizer parameter groups (QAT quantizer parameters).
         device: where the model and the batches live ("cpu", "cuda", "cuda:1", ...); the model is
             moved there. The crop sampler stays on the CPU, so its sequence does not depend on it.
+        extra_loss: ``f(model) -> scalar`` added to the loss after each forward (e.g. γ·L_bits).
+        on_step: ``f(step)`` called before each step (e.g. a temperature schedule).
     """
 
     CHECKPOINT = "checkpoint.pth.tar"
@@ -153,7 +155,11 @@ class Trainer:
         meta: dict[str, Any] | None = None,
         extra_param_groups: list[dict] | None = None,
         device: str | torch.device = "cpu",
+        extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+        on_step: Callable[[int], None] | None = None,
     ) -> None:
+        self.extra_loss = extra_loss
+        self.on_step = on_step
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.sampler = sampler
@@ -244,6 +250,9 @@ class Trainer:
         x = x[self.rank * b:(self.rank + 1) * b].to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         out = self.criterion(self.forward_model(x), x)
+        if self.extra_loss is not None:
+            out["extra_loss"] = self.extra_loss(self.model)
+            out["loss"] = out["loss"] + out["extra_loss"]
         out["loss"].backward()
         if c.clip_max_norm > 0:
             params = self.optimizer.param_groups[0]["params"]
@@ -287,6 +296,8 @@ class Trainer:
     def _loop(self, bar: tqdm, log: Callable[[str], None] | None) -> None:
         c = self.config
         while not self._done():
+            if self.on_step is not None:
+                self.on_step(self.state.step)
             t0 = time.perf_counter()
             stats = self.train_step()
             dt = time.perf_counter() - t0

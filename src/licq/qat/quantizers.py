@@ -173,27 +173,21 @@ def prepare_qat(model: nn.Module, spec: QATSpec) -> dict[str, list[nn.Parameter]
     Returns the new learnable quantization parameters by kind: ``{"scale": [...], "zero_point":
     [...]}`` (empty lists for ``params="fixed"``), for their own optimizer groups.
     """
-    from licq.api import quantized_layers
+    from licq.api import quantizer_sites
 
-    layers = quantized_layers(model)
-    if not layers:
+    sites = quantizer_sites(model)
+    if not sites:
         raise ValueError("the model has no quantized layers: quantize it (licq.quantize_) first")
-    for layer in layers.values():
-        if not all(bool(q.calibrated) for q in _quantizers(layer)):
-            raise ValueError("calibrate activations before QAT (licq.calibrate)")
-        enable_qat(layer.weight_quant, spec, spec.learn_weights)
-        beta_quant = getattr(layer, "beta_quant", None)
-        if beta_quant is not None:
-            enable_qat(beta_quant, spec, spec.learn_weights)
-        if layer.input_quant is not None:
+    if not all(bool(q.calibrated) for _, _, q, _ in sites):
+        raise ValueError("calibrate activations before QAT (licq.calibrate)")
+    for _, layer, q, role in sites:
+        if role == "input":
             if spec.params == "dpa" and spec.learn_activations:
-                _to_per_channel(layer.input_quant, _input_channels(layer))
-            enable_qat(layer.input_quant, spec, spec.learn_activations)
+                _to_per_channel(q, _input_channels(layer))
+            enable_qat(q, spec, spec.learn_activations)
+        else:
+            enable_qat(q, spec, spec.learn_weights)
     return quantization_parameters(model)
-
-
-def _quantizers(layer: nn.Module) -> list[FakeQuantize]:
-    return [m for m in layer.modules() if isinstance(m, FakeQuantize)]
 
 
 def quantization_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:

@@ -1,0 +1,16 @@
+"""DynaQuant dynamic per-image bit-widths (DBWS)."""
+
+from licq.dynamic.selector import (
+    BitSelector,
+    DynamicLayer,
+    DynamicSide,
+    bits_loss,
+    dynamic_sides,
+    make_dynamic,
+    selections,
+    set_temperature,
+    temperature,
+)
+
+__all__ = ["BitSelector", "DynamicLayer", "DynamicSide", "bits_loss", "dynamic_sides",
+           "make_dynamic", "selections", "set_temperature", "temperature"]

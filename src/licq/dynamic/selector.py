@@ -1,0 +1,241 @@
+"""DynaQuant's dynamic bit-width selection (DBWS): a per-image choice of each layer's bit-width.
+
+    dq = make_dynamic(model, adapter, candidates=(4, 6, 8))   # after quantize_ at W8A8
+    calibrate(model) ...; prepare_qat(model, QATSpec(params="dpa", rounding="dgm"))
+    train with loss R + λ·D + γ·L_bits (licq qat --preset dynaquant)
+
+Per side (encoder ``g_a``, decoder ``g_s``) a :class:`BitSelector` reads the activation after the
+side's first module (kept at 8 bit), pools it to 5×5, and an MLP (dropout 0.2) gives one logit
+vector over the candidate bit-widths per dynamically quantized layer of that side. Training uses
+Gumbel-softmax soft samples at temperature ``tau`` (per image); inference takes the argmax. Each
+dynamic layer holds one weight quantizer and one input quantizer per candidate (bits apply to both,
+W = A), prepared once; a hard choice runs only the chosen one. The hyper-transforms stay at their
+static (8-bit) configuration.
+
+The decoder's selector only sees what the decoder has — ``g_s``'s first module applied to the
+decoded latent ŷ — so no side information is needed: the encoder's ŷ and the decoder's ŷ are the
+same integers, and the decoder-side choice affects only the reconstruction, never the parsing of
+the bitstream (the entropy parameters come from the static 8-bit ``h_s``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from licq.api import quantized_layers
+from licq.quant.fake_quant import FakeQuantize
+from licq.quant.modules import QuantLayer
+
+SIDES = ("g_a", "g_s")
+
+
+class BitSelector(nn.Module):
+    """Pool to ``pool``×``pool`` → flatten → Linear → ReLU → Dropout → Linear → (N, L, K) logits."""
+
+    def __init__(self, channels: int, num_layers: int, num_candidates: int, hidden: int = 64,
+                 pool: int = 5, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.num_layers, self.num_candidates = num_layers, num_candidates
+        self.pool = nn.AdaptiveAvgPool2d(pool)
+        self.mlp = nn.Sequential(
+            nn.Flatten(), nn.Linear(channels * pool * pool, hidden), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(hidden, num_layers * num_candidates))
+        nn.init.zeros_(self.mlp[-1].weight)  # start from uniform choices
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, feat: Tensor) -> Tensor:
+        return self.mlp(self.pool(feat)).view(-1, self.num_layers, self.num_candidates)
+
+
+class DynamicLayer(nn.Module):
+    """A quantized layer with one weight and one input quantizer per candidate bit-width.
+
+    ``probs`` (N, K) — set by the side's selector before each forward — mixes the candidates per
+    sample (soft, training) or picks one (one-hot, inference: only that candidate runs).
+    """
+
+    def __init__(self, layer: QuantLayer, candidates: Sequence[int]) -> None:
+        super().__init__()
+        self.candidates = tuple(candidates)
+        cfg = layer.qconfig
+        axis = layer.weight_quant.axis
+        channels = layer.weight_quant.scale.numel() if axis is not None else None
+        unsigned = layer.weight_quant.unsigned
+        self.cand_w = nn.ModuleList(
+            FakeQuantize(b, cfg.symmetric, axis, channels, cfg.observer, unsigned=unsigned)
+            for b in self.candidates)
+        self.cand_a = nn.ModuleList(
+            FakeQuantize(b, False, None, None, cfg.a_observer) for b in self.candidates)
+        del layer._modules["weight_quant"]
+        if "input_quant" in layer._modules:
+            del layer._modules["input_quant"]
+        self.layer = layer
+        with torch.no_grad():
+            for fq in self.cand_w:
+                fq.calibrate_static(layer.effective_weight())
+        self.probs: Tensor | None = None
+        self.last_macs = 0  # multiply-accumulates of the last forward, per image
+
+    def _run(self, x: Tensor, k: int) -> Tensor:
+        mods = self.layer._modules
+        mods["weight_quant"], mods["input_quant"] = self.cand_w[k], self.cand_a[k]
+        try:
+            return self.layer(x)
+        finally:
+            del mods["weight_quant"], mods["input_quant"]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.probs is None:
+            raise RuntimeError("dynamic layer run without a selection (call it through its side)")
+        p = self.probs
+        if any(q.observing for q in self.cand_a):  # calibration: every candidate sees the input
+            outs = [self._run(x, k) for k in range(len(self.candidates))]
+            return sum(o * p[:, k].view(-1, *([1] * (x.dim() - 1))) for k, o in enumerate(outs))
+        hard = bool(((p == 0) | (p == 1)).all())
+        if hard:
+            choice = p.argmax(dim=1)
+            if bool((choice == choice[0]).all()):  # one choice for the whole batch
+                y = self._run(x, int(choice[0]))
+                self.last_macs = _macs(self.layer, x, y)
+                return y
+        out = None
+        for k in range(len(self.candidates)):
+            w = p[:, k]
+            if hard and not bool((w > 0).any()):
+                continue
+            y = self._run(x, k) * w.view(-1, *([1] * (x.dim() - 1)))
+            out = y if out is None else out + y
+        self.last_macs = _macs(self.layer, x, out)
+        return out
+
+
+def _macs(layer: nn.Module, x: Tensor, y: Tensor) -> int:
+    """Multiply-accumulates per image of a conv / transposed conv / linear layer."""
+    w = layer.weight
+    if isinstance(layer, nn.ConvTranspose2d):  # every input pixel meets C_out/g · k·k taps
+        return x[0].numel() * w.shape[1] * w.shape[2] * w.shape[3]
+    if isinstance(layer, nn.Conv2d):
+        return y[0].numel() * w.shape[1] * w.shape[2] * w.shape[3]
+    return y[0].numel() * w.shape[1]
+
+
+class DynamicSide(nn.Module):
+    """``g_a`` or ``g_s`` with a selector after its first module."""
+
+    def __init__(self, seq: nn.Sequential, selector: BitSelector, layers: list[str]) -> None:
+        super().__init__()
+        self.seq = seq
+        self.selector = selector
+        self.layer_names = layers
+        self.tau = 1.0
+        self.hard_training = False  # straight-through Gumbel (hard forward) while training
+        self.last_logits: Tensor | None = None
+        self.last_probs: Tensor | None = None
+        self.selector_seconds = 0.0  # accumulated wall time of the selector
+
+    def dynamic_layers(self) -> list[DynamicLayer]:
+        return [self.seq.get_submodule(n) for n in self.layer_names]
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.seq[0](x)
+        t0 = time.perf_counter()
+        logits = self.selector(h)
+        if self.training:
+            probs = F.gumbel_softmax(logits, tau=self.tau, hard=self.hard_training, dim=-1)
+        else:
+            probs = F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+        self.selector_seconds += time.perf_counter() - t0
+        self.last_logits, self.last_probs = logits, probs
+        for i, layer in enumerate(self.dynamic_layers()):
+            layer.probs = probs[:, i]
+        for m in list(self.seq)[1:]:
+            h = m(h)
+        return h
+
+
+def make_dynamic(
+    model: nn.Module, candidates: Sequence[int] = (4, 6, 8), hidden: int = 64,
+) -> dict[str, DynamicSide]:
+    """Turn the quantized layers of ``g_a`` and ``g_s`` after each side's first module into
+    :class:`DynamicLayer` s (GDN/IGDN stay static) and give each side a selector. In place."""
+    if not quantized_layers(model):
+        raise ValueError("quantize the model first (licq.quantize_), e.g. at W8A8")
+    sides = {}
+    for side in SIDES:
+        seq = getattr(model, side, None)
+        if not isinstance(seq, nn.Sequential) or len(seq) < 2:
+            raise ValueError(f"{type(model).__name__}.{side} is not a Sequential of >= 2 modules")
+        names = []
+        for name, mod in list(seq.named_modules()):
+            if not name or name.split(".")[0] == "0" or not isinstance(mod, QuantLayer):
+                continue
+            if hasattr(mod, "beta_quant"):  # GDN/IGDN: static
+                continue
+            if getattr(mod, "input_quant", None) is None:
+                raise ValueError(f"{side}.{name}: dynamic layers need quantized inputs (a_bits)")
+            parent, _, child = name.rpartition(".")
+            (seq.get_submodule(parent) if parent else seq)._modules[child] = DynamicLayer(
+                mod, candidates)
+            names.append(name)
+        if not names:
+            raise ValueError(f"{side} has no quantized layer after its first module")
+        with torch.no_grad():
+            channels = _first_output_channels(seq[0])
+        sel = BitSelector(channels, len(names), len(candidates), hidden)
+        dyn = DynamicSide(seq, sel, names)
+        setattr(model, side, dyn)
+        sides[side] = dyn
+    return sides
+
+
+def _first_output_channels(first: nn.Module) -> int:
+    convs = [m for m in first.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    last = convs[-1] if not hasattr(first, "conv2") else first.conv2
+    return last.out_channels
+
+
+def dynamic_sides(model: nn.Module) -> dict[str, DynamicSide]:
+    return {s: getattr(model, s) for s in SIDES if isinstance(getattr(model, s, None), DynamicSide)}
+
+
+def bits_loss(model: nn.Module) -> Tensor:
+    """L_bits = mean over dynamic layers (both sides) of Σ_k p_k·b_k, averaged over the batch."""
+    terms = []
+    for side in dynamic_sides(model).values():
+        if side.last_probs is None:
+            raise RuntimeError("run the model before computing L_bits")
+        b = torch.tensor(side.dynamic_layers()[0].candidates, dtype=side.last_probs.dtype,
+                         device=side.last_probs.device)
+        terms.append((side.last_probs * b).sum(-1))  # (N, L)
+    return torch.cat(terms, dim=1).mean()
+
+
+def set_temperature(model: nn.Module, tau: float) -> None:
+    for side in dynamic_sides(model).values():
+        side.tau = tau
+
+
+def temperature(step: int, total: int, tau0: float = 5.0, tau_min: float = 0.5) -> float:
+    """Exponential annealing from ``tau0`` at step 0 to ``tau_min`` at step ``total``."""
+    if total <= 0:
+        return tau_min
+    frac = min(max(step / total, 0.0), 1.0)
+    return float(tau0 * (tau_min / tau0) ** frac)
+
+
+def selections(model: nn.Module) -> dict[str, list[list[int]]]:
+    """The last forward's chosen bits per side: ``{side: [[bits per layer] per image]}``."""
+    out = {}
+    for name, side in dynamic_sides(model).items():
+        if side.last_probs is None:
+            continue
+        cands = side.dynamic_layers()[0].candidates
+        idx = side.last_probs.argmax(-1).tolist()
+        out[name] = [[cands[k] for k in row] for row in idx]
+    return out
