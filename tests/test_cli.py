@@ -156,3 +156,19 @@ def test_qat_command_smoke(tmp_path, crop_dir, image_dir, capsys):
     # a second run reloads the finished quality instead of training again
     assert main(args) == 0
     assert "finished run" in capsys.readouterr().err
+
+
+def test_qat_dynaquant_command_reports_bits(tmp_path, crop_dir, image_dir):
+    out = tmp_path / "dq.json"
+    assert main(["qat", "-q", "2", "--preset", "dynaquant", "--candidates", "4", "8",
+                 "--train-dir", str(crop_dir), "--run-dir", str(tmp_path / "run"), "--steps", "2",
+                 "--patch-size", "64", "--batch-size", "2", "--calib-crops", "2", "--calib-size",
+                 "64", "-d", str(image_dir), "-o", str(out), "--no-progress"]) == 0
+    r = read_results(out)
+    assert r["licq"]["setting"] == "dq-4-8"
+    assert 4 <= r["licq"]["mean_bits"] <= 8
+    assert 0 < r["licq"]["selector_share_encode"] < 1
+    row = r["licq"]["points"][0]["per_image"][0]
+    assert set(row["bits_g_a"]) <= {4, 8} and len(row["bits_g_s"]) == 3
+    # weights read at ≤ 8 bit, plus the float selector MLPs: between 1x and 4x
+    assert 1 < r["licq"]["ratio_at_mean_bits"] < 4

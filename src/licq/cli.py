@@ -254,9 +254,13 @@ def _qat_settings(args: argparse.Namespace):  # noqa: ANN202
                                    "params": args.qparams}.items() if v is not None}
     spec = replace(spec, **overrides) if overrides else spec
     assert isinstance(spec, QATSpec)
+    dyn = {k: v for k, v in {"bits_weight": args.bits_weight, "tau0": args.tau0,
+                             "tau_min": args.tau_min}.items() if v is not None}
+    if args.candidates:
+        dyn["dynamic_candidates"] = tuple(args.candidates)
     return replace(base, spec=spec, scale_lr=args.scale_lr, zero_point_lr=args.zp_lr,
                    calib_crops=args.calib_crops, calib_size=args.calib_size,
-                   calib_seed=args.calib_seed)
+                   calib_seed=args.calib_seed, **dyn)
 
 
 def cmd_qat(args: argparse.Namespace) -> int:
@@ -274,6 +278,11 @@ def cmd_qat(args: argparse.Namespace) -> int:
     if args.bit_config:
         configs = _bit_configs_for(args.bit_config, [p.quality for p in points])
         setting = args.setting or "bit-config"
+    elif args.w_bits is None and (args.preset == "dynaquant" or args.candidates):
+        from licq.api import QuantConfig
+
+        configs = [QuantConfig.uniform(8, 8)]  # the static base of dynamic bit-widths
+        setting = args.setting or "dq-" + "-".join(map(str, args.candidates or (4, 6, 8)))
     else:
         configs, setting = _ptq_config(args)
         setting = args.setting or setting
@@ -348,8 +357,34 @@ def cmd_qat(args: argparse.Namespace) -> int:
         "command": prov["command"], "commit": prov["commit"],
     }
     name = args.name or f"{arch}-qat-{setting}"
-    _evaluate_and_write(args, arch, points, f"{source}, QAT {setting}", name, extra)
+    results = _evaluate_and_write(args, arch, points, f"{source}, QAT {setting}", name, extra)
+    if settings.dynamic_candidates is not None:
+        summary = _dynamic_summary(results)
+        results["licq"].update(summary)
+        _log(f"dynamic: mean bits {summary['mean_bits']:.3f}, weight ratio at the bits read "
+             f"{summary['ratio_at_mean_bits']:.3f}x, selector share encode "
+             f"{100 * summary['selector_share_encode']:.2f}% / decode "
+             f"{100 * summary['selector_share_decode']:.2f}%")
+        if args.output:
+            from licq.eval import write_results
+
+            write_results(results, args.output)
     return 0
+
+
+def _dynamic_summary(results: dict) -> dict:
+    """Means over images and qualities of a dynamic-bit-width run's per-image figures;
+    ``ratio_at_mean_bits`` = 32 × weights read / weight bits read (encoder + decoder)."""
+    rows = [r for p in results["licq"]["points"] for r in p["per_image"]]
+
+    def mean(key: str) -> float:
+        return sum(float(r[key]) for r in rows) / len(rows)
+
+    read = mean("weight_bits_encode") + mean("weight_bits_decode")
+    return {"mean_bits": mean("mean_bits"), "selector_share_encode": mean("selector_share_encode"),
+            "selector_share_decode": mean("selector_share_decode"),
+            "bitops_encode": mean("bitops_encode"), "bitops_decode": mean("bitops_decode"),
+            "weight_bits_read": read, "ratio_at_mean_bits": 32.0 * mean("weights_read") / read}
 
 
 # -- licq export ---------------------------------------------------------------------------------
@@ -705,7 +740,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "mse"])
     s.add_argument("--a-observer", default="mse", choices=["minmax", "percentile", "mse"])
     s.add_argument("--gdn-bits", type=int, help="precision of GDN/IGDN γ, β (default: w-bits)")
-    s.add_argument("--preset", choices=["fmpq", "dynaquant-q"])
+    s.add_argument("--preset", choices=["fmpq", "dynaquant-q", "dynaquant"])
+    s.add_argument("--candidates", type=int, nargs="+",
+                   help="dynamic bit-width candidates (dynaquant; default 4 6 8)")
+    s.add_argument("--bits-weight", type=float, help="γ of the L_bits term (dynaquant; 0.01)")
+    s.add_argument("--tau0", type=float, help="Gumbel temperature at the start (5)")
+    s.add_argument("--tau-min", type=float, help="Gumbel temperature at the end (0.5)")
     s.add_argument("--rounding", choices=["ste", "dgm"], help="rounding gradient (default ste)")
     s.add_argument("--dgm-beta", type=float, help="DGM sharpness β (default 2)")
     s.add_argument("--clip", choices=["hard", "leaky"], help="clipping gradient (default hard)")

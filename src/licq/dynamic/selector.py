@@ -80,7 +80,6 @@ class DynamicLayer(nn.Module):
             for fq in self.cand_w:
                 fq.calibrate_static(layer.effective_weight())
         self.probs: Tensor | None = None
-        self.last_macs = 0  # multiply-accumulates of the last forward, per image
 
     def _run(self, x: Tensor, k: int) -> Tensor:
         mods = self.layer._modules
@@ -101,9 +100,7 @@ class DynamicLayer(nn.Module):
         if hard:
             choice = p.argmax(dim=1)
             if bool((choice == choice[0]).all()):  # one choice for the whole batch
-                y = self._run(x, int(choice[0]))
-                self.last_macs = _macs(self.layer, x, y)
-                return y
+                return self._run(x, int(choice[0]))
         out = None
         for k in range(len(self.candidates)):
             w = p[:, k]
@@ -111,18 +108,7 @@ class DynamicLayer(nn.Module):
                 continue
             y = self._run(x, k) * w.view(-1, *([1] * (x.dim() - 1)))
             out = y if out is None else out + y
-        self.last_macs = _macs(self.layer, x, out)
         return out
-
-
-def _macs(layer: nn.Module, x: Tensor, y: Tensor) -> int:
-    """Multiply-accumulates per image of a conv / transposed conv / linear layer."""
-    w = layer.weight
-    if isinstance(layer, nn.ConvTranspose2d):  # every input pixel meets C_out/g · k·k taps
-        return x[0].numel() * w.shape[1] * w.shape[2] * w.shape[3]
-    if isinstance(layer, nn.Conv2d):
-        return y[0].numel() * w.shape[1] * w.shape[2] * w.shape[3]
-    return y[0].numel() * w.shape[1]
 
 
 class DynamicSide(nn.Module):

@@ -51,13 +51,26 @@ def evaluate_image(
     model: torch.nn.Module, x: Tensor, pad_multiple: int = 64, estimate: bool = False
 ) -> dict[str, float]:
     """Compress and decompress one ``(1, 3, H, W)`` image in [0, 1]; return its metrics."""
+    from licq.dynamic import dynamic_sides, selections
+    from licq.eval.cost import CostMeter
+
     h, w = x.shape[-2:]
     x_pad, padding = pad_to_multiple(x, pad_multiple)
-    t0 = time.perf_counter()
-    enc = model.compress(x_pad)
-    t1 = time.perf_counter()
-    dec = model.decompress(enc["strings"], enc["shape"])
-    t2 = time.perf_counter()
+    sides = dynamic_sides(model)
+    for s in sides.values():
+        s.selector_seconds = 0.0
+    with CostMeter(model) as enc_cost:
+        t0 = time.perf_counter()
+        enc = model.compress(x_pad)
+        t1 = time.perf_counter()
+    chosen = selections(model)
+    sel_enc = sum(s.selector_seconds for s in sides.values())
+    with CostMeter(model) as dec_cost:
+        t1b = time.perf_counter()
+        dec = model.decompress(enc["strings"], enc["shape"])
+        t2 = time.perf_counter()
+    sel_dec = sum(s.selector_seconds for s in sides.values()) - sel_enc
+    t2 = t1 + (t2 - t1b)  # decode time excludes the meter's set-up between the two calls
     x_hat = crop_padding(dec["x_hat"], padding).clamp(0, 1)
     out = {
         "bpp": count_bytes(enc["strings"]) * 8.0 / (h * w),
@@ -65,7 +78,19 @@ def evaluate_image(
         "ms-ssim-rgb": ms_ssim(x, x_hat),
         "encoding_time": t1 - t0,
         "decoding_time": t2 - t1,
+        "bitops_encode": float(enc_cost.bitops),
+        "bitops_decode": float(dec_cost.bitops),
+        "weight_bits_encode": float(enc_cost.weight_bits),
+        "weight_bits_decode": float(dec_cost.weight_bits),
+        "weights_read": float(enc_cost.weight_elements + dec_cost.weight_elements),
     }
+    if sides:
+        chosen["g_s"] = selections(model)["g_s"]
+        bits = chosen["g_a"][0] + chosen["g_s"][0]
+        out.update({"mean_bits": sum(bits) / len(bits), "bits_g_a": chosen["g_a"][0],
+                    "bits_g_s": chosen["g_s"][0],
+                    "selector_share_encode": sel_enc / max(t1 - t0, 1e-12),
+                    "selector_share_decode": sel_dec / max(t2 - t1, 1e-12)})
     if estimate:
         lk = model(x_pad)["likelihoods"]
         out["bpp_estimate"] = bpp_from_likelihoods(lk, h * w)

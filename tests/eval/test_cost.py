@@ -1,0 +1,35 @@
+import torch
+import torch.nn as nn
+
+from licq.api import QuantConfig, quantize_
+from licq.eval.cost import CostMeter
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(4, 2, 4, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.up(self.conv(x))
+
+
+def test_macs_bitops_and_weight_bits_by_hand():
+    m = Tiny()
+    x = torch.rand(1, 3, 8, 8)
+    with CostMeter(m) as meter:
+        m(x)
+    conv = 4 * 4 * 4 * 3 * 3 * 3  # output elements (4×4×4) × C_in × k × k
+    up = 4 * 4 * 4 * 2 * 4 * 4  # input elements (4×4×4) × C_out × k × k
+    assert meter.macs == conv + up
+    assert meter.bitops == (conv + up) * 32 * 32
+    assert meter.weight_bits == (4 * 3 * 9 + 4 * 2 * 16) * 32
+    quantize_(m, QuantConfig(layers={"conv": None}, default=QuantConfig.uniform(4, 6).default))
+    with torch.no_grad():
+        m.up.input_quant.calibrated.fill_(True)
+    with CostMeter(m) as meter:
+        m(x)
+    assert meter.bitops == conv * 32 * 32 + up * 4 * 6
+    assert meter.weight_bits == 4 * 3 * 9 * 32 + 4 * 2 * 16 * 4
+    assert meter.per_layer["up"]["w_bits"] == 4 and meter.per_layer["up"]["a_bits"] == 6
