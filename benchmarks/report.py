@@ -235,6 +235,32 @@ def qat_section() -> str:
     return "\n".join(out) if out else "No QAT results yet."
 
 
+def dq_section() -> str:
+    out = []
+    for arch in sorted(f.stem.removeprefix("baselines-") for f in RESULTS.glob("baselines-*.json")):
+        anchor = _anchor(arch)
+        files = sorted(RESULTS.glob(f"dq-{arch}-*.json"))
+        if anchor is None or not files:
+            continue
+        out += [f"**{arch}** (anchor `baselines-{arch}.json`)", "",
+                "| setting | BD-rate PSNR (%) | mean bits | weight ratio at the bits read | "
+                "selector share encode / decode | steps / model |", "|---|---|---|---|---|---|"]
+        for f in files:
+            r = read_results(f)
+            lq = r["licq"]
+            dyn = "mean_bits" in lq
+            out.append(
+                f"| {f.stem.removeprefix(f'dq-{arch}-')} | {_bd(anchor, r)} | "
+                f"{lq['mean_bits']:.2f} | {lq['ratio_at_mean_bits']:.2f}x | "
+                f"{100 * lq['selector_share_encode']:.2f}% / {100 * lq['selector_share_decode']:.2f}% | "
+                f"{_mean(lq['steps']):.0f} |" if dyn else
+                f"| {f.stem.removeprefix(f'dq-{arch}-')} | {_bd(anchor, r)} | static | "
+                f"{_mean([x['weight_ratio'] for x in _sizes(r)]):.2f}x (stored) | — | "
+                f"{_mean(lq['steps']):.0f} |")
+        out += ["", f"Per-image choices: `benchmarks/results/dq-{arch}-*.bits.png`.", ""]
+    return "\n".join(out) if out else "No dynamic-bit-width results yet."
+
+
 def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
@@ -242,6 +268,7 @@ def main() -> None:
     text = _replace_section(text, "ptq", ptq_section())
     text = _replace_section(text, "fmpq", fmpq_section())
     text = _replace_section(text, "qat", qat_section())
+    text = _replace_section(text, "dq", dq_section())
     readme.write_text(text)
     print("README.md sections regenerated")
 

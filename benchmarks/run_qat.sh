@@ -2,6 +2,9 @@
 # QAT results on the ScaleHyperprior baselines (issue 6), Kodak-24, real bitstreams.
 #   bash benchmarks/run_qat.sh main        # W8A8 and the FMPQ DP allocations at 4x / 6x / 8x
 #   bash benchmarks/run_qat.sh ablations   # one switch at a time against fmpq-6x
+#   bash benchmarks/run_qat.sh dq          # DynaQuant dynamic bits {4,6,8} and {6,8,10} (issue 7)
+#     -> benchmarks/results/dq-<arch>-<candidates>.json, then the static DPA+DGM configuration
+#        at the nearest uniform bit-width to the measured mean bits (dq-<arch>-static-w<B>.json)
 # Every setting: `licq qat --preset fmpq` (RD loss, leaky clip 0.01, STE, LSQ log-scales) unless
 # the ablation changes one switch; STEPS steps per quality (batch 8, 128 px crops of
 # ../shared/data/train, weight lr 1e-5, scale lr 1e-4), 1 thread. Resumable: a finished results
@@ -15,9 +18,9 @@ ARCH=bmshj2018-hyperprior
 CKPTS=()
 for q in 1 2 3 4; do CKPTS+=("$SHARED/baselines/$ARCH-N64M96-q$q.pth.tar"); done
 
-run() {  # run NAME ARGS...
+run() {  # run NAME ARGS...   (PREFIX=dq to write dq-*.json)
   local name=$1; shift
-  local out=benchmarks/results/qat-$ARCH-$name.json
+  local out=benchmarks/results/${PREFIX:-qat}-$ARCH-$name.json
   if [[ -f $out ]]; then echo "skip $name (done)"; return; fi
   local lock=runs/qat/$ARCH-$name.lock  # lets two copies of this script share the work
   if [[ -f $lock ]] && kill -0 "$(cat "$lock")" 2>/dev/null; then echo "skip $name (running)"; return; fi
@@ -44,6 +47,15 @@ case ${1:-main} in
     run 6x-fixed --preset fmpq --bit-config "$(fmpq 6x)" --qparams fixed
     run 6x-dpa --preset fmpq --bit-config "$(fmpq 6x)" --qparams dpa
     ;;
-  *) echo "usage: $0 main|ablations" >&2; exit 2 ;;
+  dq)
+    PREFIX=dq run 4-6-8 --preset dynaquant --candidates 4 6 8
+    PREFIX=dq run 6-8-10 --preset dynaquant --candidates 6 8 10
+    for c in 4-6-8 6-8-10; do
+      b=$(.venv/bin/python -c "import json,sys; print(round(json.load(open(sys.argv[1]))['licq']['mean_bits']))" \
+          "benchmarks/results/dq-$ARCH-$c.json")
+      PREFIX=dq run "static-w$b" --preset dynaquant-q --w-bits "$b" --a-bits "$b"
+    done
+    ;;
+  *) echo "usage: $0 main|ablations|dq" >&2; exit 2 ;;
 esac
 echo "$(date -Is) done ${1:-main}"

@@ -172,3 +172,4 @@ def test_qat_dynaquant_command_reports_bits(tmp_path, crop_dir, image_dir):
     assert set(row["bits_g_a"]) <= {4, 8} and len(row["bits_g_s"]) == 3
     # weights read at ≤ 8 bit, plus the float selector MLPs: between 1x and 4x
     assert 1 < r["licq"]["ratio_at_mean_bits"] < 4
+    assert (tmp_path / "dq.bits.png").stat().st_size > 1000  # the per-image bit heat map

@@ -366,9 +366,12 @@ def cmd_qat(args: argparse.Namespace) -> int:
              f"{100 * summary['selector_share_encode']:.2f}% / decode "
              f"{100 * summary['selector_share_decode']:.2f}%")
         if args.output:
-            from licq.eval import write_results
+            from licq.eval import plot_bit_heatmap, write_results
 
             write_results(results, args.output)
+            heat = Path(args.output).with_suffix(".bits.png")
+            plot_bit_heatmap(results, heat, title=name)
+            _log(f"wrote {args.output}, {heat}")
     return 0
 
 

@@ -2,7 +2,7 @@
 
 from licq.eval.bdrate import bd_psnr, bd_rate
 from licq.eval.codec import evaluate, evaluate_image, mean_metrics
-from licq.eval.plots import plot_rd
+from licq.eval.plots import plot_bit_heatmap, plot_rd
 from licq.eval.rd import RDPoint, evaluate_rd, format_table, state_bytes
 from licq.eval.results import make_results, read_results, validate_results, write_results
 
@@ -17,6 +17,7 @@ __all__ = [
     "evaluate_image",
     "make_results",
     "mean_metrics",
+    "plot_bit_heatmap",
     "plot_rd",
     "read_results",
     "validate_results",

@@ -42,3 +42,39 @@ def plot_rd(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_bit_heatmap(results: dict[str, Any], path: str | os.PathLike, title: str = "") -> Path:
+    """Per-image, per-layer chosen bit-widths of a dynamic-bit-width run (DynaQuant's figure 6):
+    one panel per quality point, images down, the dynamic layers of g_a then g_s across."""
+    import numpy as np
+
+    points = results["licq"]["points"]
+    fig, axes = plt.subplots(1, len(points), figsize=(3.2 * len(points) + 1, 6), squeeze=False)
+    image = None
+    all_bits = sorted({b for p in points for r in p["per_image"]
+                       for b in r["bits_g_a"] + r["bits_g_s"]})
+    for ax, p in zip(axes[0], points, strict=True):
+        rows = p["per_image"]
+        grid = np.array([r["bits_g_a"] + r["bits_g_s"] for r in rows], dtype=float)
+        n_a = len(rows[0]["bits_g_a"])
+        image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=min(all_bits),
+                          vmax=max(all_bits), interpolation="nearest")
+        ax.axvline(n_a - 0.5, color="white", lw=2)
+        ax.set_xticks(range(grid.shape[1]))
+        ax.set_xticklabels([f"a{i + 1}" for i in range(n_a)]
+                           + [f"s{i + 1}" for i in range(grid.shape[1] - n_a)], fontsize=7)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([r["name"].rsplit(".", 1)[0] for r in rows], fontsize=6)
+        ax.set_title(f"q{p.get('quality')}: mean {grid.mean():.2f} bit", fontsize=9)
+        ax.set_xlabel("dynamic layer (g_a | g_s)")
+    if image is not None:
+        cbar = fig.colorbar(image, ax=axes[0].tolist(), ticks=all_bits)
+        cbar.set_label("bits")
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
