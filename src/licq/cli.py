@@ -436,6 +436,91 @@ def _default_calib():  # noqa: ANN202
     return default_calibration_dir()
 
 
+# -- licq compress / decompress -------------------------------------------------------------------
+def _codec_model(args: argparse.Namespace, quality: int | None = None):  # noqa: ANN202
+    """(model, model id, path) from -m PACKED, or the embedded default packed model of -q."""
+    from licq.codec.api import default_packed_models, model_id
+    from licq.export import load_quantized
+
+    if args.model:
+        path = Path(args.model)
+        if not path.is_file():
+            raise FileNotFoundError(f"model not found: {path}")
+    else:
+        models = default_packed_models()
+        q = quality or args.quality or 3
+        if q not in models:
+            raise ValueError(f"the embedded quantized default has qualities {sorted(models)}")
+        path = models[q]
+    model, _ = load_quantized(path)
+    return model, model_id(path), path
+
+
+def _write_new(path: Path, data: bytes, force: bool) -> None:
+    from licq._provenance import atomic_write_bytes
+
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists (use --force to overwrite)")
+    atomic_write_bytes(path, data)
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from licq.codec import compress_image
+    from licq.data import read_image
+
+    _set_threads(args.threads)
+    model, mid, path = _codec_model(args)
+    out = Path(args.output)
+    if len(args.images) > 1 and not out.is_dir():
+        raise ValueError("several images: -o must be an existing folder")
+    for img in args.images:
+        x = read_image(img)
+        t0 = time.perf_counter()
+        data = compress_image(model, mid, x)
+        dt = time.perf_counter() - t0
+        dst = out / (Path(img).stem + ".licq") if out.is_dir() else out
+        _write_new(dst, data, args.force)
+        h, w = x.shape[-2:]
+        _log(f"{img} -> {dst}: {len(data):,} bytes, {8 * len(data) / (h * w):.4f} bpp "
+             f"(container included), {dt:.2f}s, model {path.name}")
+    return 0
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    from licq.codec import CodecFormatError, decompress_bytes
+    from licq.codec.api import default_packed_models, find_model, model_id
+    from licq.codec.container import Container
+    from licq.data import save_image
+    from licq.export import load_quantized
+
+    _set_threads(args.threads)
+    src = Path(args.input)
+    if not src.is_file():
+        raise FileNotFoundError(f"not found: {src}")
+    data = src.read_bytes()
+    if args.model:
+        model, mid, _ = _codec_model(args)
+    else:
+        c = Container.from_bytes(data)
+        path = find_model(c.model_id, list(default_packed_models().values()))
+        model, mid = load_quantized(path)[0], model_id(path)
+    t0 = time.perf_counter()
+    x_hat = decompress_bytes(model, mid, data)
+    dt = time.perf_counter() - t0
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists (use --force to overwrite)")
+    tmp = out.with_name(out.name + ".tmp" + out.suffix)
+    try:
+        save_image(x_hat, tmp)
+        os.replace(tmp, out)
+    except (OSError, ValueError) as e:
+        tmp.unlink(missing_ok=True)
+        raise CodecFormatError(f"cannot write {out}: {e}") from None
+    _log(f"{src} -> {out}: {x_hat.shape[-1]}x{x_hat.shape[-2]}, {dt:.2f}s")
+    return 0
+
+
 # -- licq sensitivity / search ------------------------------------------------------------------
 def _single_model(args: argparse.Namespace):  # noqa: ANN202
     arch, points, _ = _rd_points(args)
@@ -792,6 +877,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_export)
 
+    s = sub.add_parser("compress", help="image(s) -> .licq file(s) with a packed quantized model")
+    s.add_argument("images", type=Path, nargs="+")
+    s.add_argument("-o", "--output", type=Path, required=True, help=".licq file (or a folder)")
+    s.add_argument("-m", "--model", type=Path, help="packed model (licq export); default: the "
+                   "embedded W8A8 ScaleHyperprior")
+    s.add_argument("-q", "--quality", type=int, help="quality of the embedded default (3)")
+    s.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    s.add_argument("--threads", type=int)
+    s.set_defaults(func=cmd_compress)
+
+    s = sub.add_parser("decompress", help=".licq file -> image (PNG)")
+    s.add_argument("input", type=Path)
+    s.add_argument("-o", "--output", type=Path, required=True)
+    s.add_argument("-m", "--model", type=Path, help="packed model (default: found by model id "
+                   "among the embedded ones)")
+    s.add_argument("-q", "--quality", type=int, help=argparse.SUPPRESS)
+    s.add_argument("--force", action="store_true", help="overwrite an existing image")
+    s.add_argument("--threads", type=int)
+    s.set_defaults(func=cmd_decompress)
+
     s = sub.add_parser("sensitivity", help="FMPQ per-layer sensitivity ζ_n(b) on training crops")
     _add_model_args(s)
     s.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4, 5, 6, 7, 8])
@@ -876,7 +981,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (LicqError, ValueError, FileNotFoundError) as e:
+    except (LicqError, ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"licq {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

@@ -1,0 +1,79 @@
+"""Compress / decompress one image to / from ``.licq`` bytes with a packed quantized model.
+
+The model's identity in the file is the sha256 of its packed model file, so a file decodes only
+with the exact model that wrote it. The embedded default (``default_packed_models``) is licq's
+ScaleHyperprior baseline quantized to W8A8, shipped as packed files, one per quality.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from licq.codec.container import CodecFormatError, Container
+from licq.defaults import ASSETS
+from licq.eval.codec import crop_padding, pad_to_multiple
+
+PACKED_DIR = ASSETS / "packed"
+LATENT_STRIDE = 64  # z = h_a(g_a(x)) is 64x smaller than the padded image for every zoo model
+
+
+def model_id(path: str | os.PathLike) -> bytes:
+    """First 16 bytes of the sha256 of a packed model file."""
+    return hashlib.sha256(Path(path).read_bytes()).digest()[:16]
+
+
+def default_packed_models() -> dict[int, Path]:
+    """``quality -> packed W8A8 model file`` shipped with licq."""
+    return {int(p.stem.rsplit("-q", 1)[1].split("-")[0]): p
+            for p in sorted(PACKED_DIR.glob("*-q*-w8a8.safetensors"))}
+
+
+def find_model(mid: bytes, candidates: list[Path]) -> Path:
+    for p in candidates:
+        if model_id(p) == mid:
+            return p
+    raise CodecFormatError(f"the file was written by model {mid.hex()}, which is not "
+                           f"{'any of the embedded models' if len(candidates) > 1 else 'this model'}"
+                           "; give the packed model it was made with (-m)")
+
+
+@torch.no_grad()
+def compress_image(model: nn.Module, mid: bytes, x: Tensor, pad_multiple: int = 64) -> bytes:
+    """``(1, 3, H, W)`` image in [0, 1] → ``.licq`` bytes."""
+    h, w = x.shape[-2:]
+    x_pad, _ = pad_to_multiple(x, pad_multiple)
+    enc = model.eval().compress(x_pad)
+    strings = [[bytes(s) for s in group] for group in enc["strings"]]
+    return Container(mid, h, w, tuple(int(v) for v in enc["shape"]), strings).to_bytes()
+
+
+@torch.no_grad()
+def decompress_bytes(model: nn.Module, mid: bytes, data: bytes, pad_multiple: int = 64) -> Tensor:
+    """``.licq`` bytes → ``(1, 3, H, W)`` image in [0, 1]; the model must be the one that wrote it."""
+    c = Container.from_bytes(data)
+    if c.model_id != mid:
+        raise CodecFormatError(f"the file was written by model {c.model_id.hex()}, not by this "
+                               f"model ({mid.hex()})")
+    hp = (c.height + pad_multiple - 1) // pad_multiple * pad_multiple
+    wp = (c.width + pad_multiple - 1) // pad_multiple * pad_multiple
+    expected = (hp // LATENT_STRIDE, wp // LATENT_STRIDE)
+    if tuple(c.shape) != expected:
+        raise CodecFormatError(f"latent shape {c.shape} does not fit a {c.height}x{c.width} image")
+    if any(len(g) != 1 for g in c.strings):
+        raise CodecFormatError("one image per file: every string group must hold one string")
+    try:
+        out = model.eval().decompress(c.strings, list(c.shape))
+    except (RuntimeError, ValueError, IndexError) as e:  # inconsistent strings of a valid file
+        raise CodecFormatError(f"the entropy-coded data cannot be decoded ({e})") from None
+    x_hat = out["x_hat"]
+    _, padding = pad_to_multiple(torch.empty(1, 1, c.height, c.width), pad_multiple)
+    x_hat = crop_padding(x_hat, padding).clamp(0, 1)
+    if not torch.isfinite(x_hat).all():
+        raise CodecFormatError("decoding produced non-finite values")
+    return x_hat

@@ -1,0 +1,117 @@
+"""The ``.licq`` file format: one compressed image, self-describing and checked.
+
+Layout (little-endian)::
+
+    magic     4 bytes  b"LICQ"
+    version   u8       FORMAT_VERSION
+    model_id  16 bytes first 16 bytes of the sha256 of the packed model (licq.codec.model_id)
+    height    u32      original image height (before padding)
+    width     u32      original image width
+    shape     u8 n, then n × u32      CompressAI's latent shape (``compress()["shape"]``)
+    strings   u8 groups, per group u16 items, per item u32 length + bytes
+    crc32     u32      zlib.crc32 of everything above
+
+Parsing never trusts a length: every count and size is checked against fixed limits and against
+the bytes that remain, and the CRC is checked before anything is decoded, so truncated, bit-flipped
+or random files end in :class:`CodecFormatError` (a :class:`~licq.errors.LicqError`).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from licq.errors import LicqError
+
+MAGIC = b"LICQ"
+FORMAT_VERSION = 1
+MAX_SIDE = 1 << 16  # pixels
+MAX_GROUPS = 8
+MAX_ITEMS = 64
+MAX_DIMS = 4
+
+
+class CodecFormatError(LicqError):
+    """A ``.licq`` file that is not one, is damaged, or belongs to another model."""
+
+
+@dataclass(frozen=True)
+class Container:
+    model_id: bytes
+    height: int
+    width: int
+    shape: tuple[int, ...]
+    strings: list[list[bytes]]
+
+    def to_bytes(self) -> bytes:
+        if len(self.model_id) != 16:
+            raise ValueError("model_id must be 16 bytes")
+        if not (0 < self.height <= MAX_SIDE and 0 < self.width <= MAX_SIDE):
+            raise ValueError(f"image size {self.height}x{self.width} outside 1..{MAX_SIDE}")
+        if not 0 < len(self.shape) <= MAX_DIMS or not 0 < len(self.strings) <= MAX_GROUPS:
+            raise ValueError("unexpected latent shape or string groups")
+        out = bytearray(MAGIC)
+        out += struct.pack("<B", FORMAT_VERSION) + self.model_id
+        out += struct.pack("<II", self.height, self.width)
+        out += struct.pack("<B", len(self.shape)) + struct.pack(f"<{len(self.shape)}I", *self.shape)
+        out += struct.pack("<B", len(self.strings))
+        for group in self.strings:
+            if len(group) > MAX_ITEMS:
+                raise ValueError(f"{len(group)} strings in a group (at most {MAX_ITEMS})")
+            out += struct.pack("<H", len(group))
+            for s in group:
+                out += struct.pack("<I", len(s)) + bytes(s)
+        out += struct.pack("<I", zlib.crc32(out))
+        return bytes(out)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Container:
+        if len(data) < len(MAGIC) or data[:4] != MAGIC:
+            raise CodecFormatError("not a .licq file (bad magic)")
+        if len(data) < 5:
+            raise CodecFormatError("truncated .licq file")
+        if data[4] != FORMAT_VERSION:
+            raise CodecFormatError(f".licq format version {data[4]}; this licq reads version "
+                                   f"{FORMAT_VERSION}")
+        if len(data) < 4 + 1 + 16 + 8 + 4:
+            raise CodecFormatError("truncated .licq file")
+        body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
+        if zlib.crc32(body) != crc:
+            raise CodecFormatError("corrupt .licq file (CRC mismatch: truncated or altered)")
+        r = _Reader(body, 5)
+        model_id = r.take(16)
+        height, width = r.unpack("<II")
+        if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE):
+            raise CodecFormatError(f"image size {height}x{width} outside 1..{MAX_SIDE}")
+        (ndim,) = r.unpack("<B")
+        if not 0 < ndim <= MAX_DIMS:
+            raise CodecFormatError(f"latent shape with {ndim} dimensions")
+        shape = r.unpack(f"<{ndim}I")
+        (ngroups,) = r.unpack("<B")
+        if not 0 < ngroups <= MAX_GROUPS:
+            raise CodecFormatError(f"{ngroups} string groups")
+        strings = []
+        for _ in range(ngroups):
+            (n,) = r.unpack("<H")
+            if n > MAX_ITEMS:
+                raise CodecFormatError(f"{n} strings in a group")
+            strings.append([r.take(r.unpack("<I")[0]) for _ in range(n)])
+        if r.pos != len(body):
+            raise CodecFormatError(f"{len(body) - r.pos} unexpected bytes after the strings")
+        return cls(model_id, height, width, tuple(shape), strings)
+
+
+class _Reader:
+    def __init__(self, data: bytes, pos: int) -> None:
+        self.data, self.pos = data, pos
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise CodecFormatError("truncated .licq file (a length points past the end)")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str) -> tuple[int, ...]:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))

@@ -1,0 +1,159 @@
+import struct
+import time
+import zlib
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from licq.api import QuantConfig
+from licq.cli import main
+from licq.codec import CodecFormatError, Container, compress_image, decompress_bytes, model_id
+from licq.codec.api import default_packed_models
+from licq.data import read_image, read_image_uint8, save_image
+from licq.defaults import sample_images
+from licq.export import export_packed, load_quantized
+from licq.models import get_adapter
+from licq.ptq import post_training_quantize
+from tests.conftest import tiny_model
+
+TIME_BOUND = 5.0  # seconds per decode attempt
+
+
+@pytest.fixture(scope="module")
+def tiny_codec(tmp_path_factory, crop_dir):
+    model = tiny_model("bmshj2018-hyperprior")
+    cfg = QuantConfig.uniform(8, 8)
+    post_training_quantize(model, cfg, crop_dir, num_crops=2, patch_size=64, progress=False)
+    path = tmp_path_factory.mktemp("m") / "tiny.safetensors"
+    export_packed(model, path, arch="bmshj2018-hyperprior",
+                  sizes=get_adapter("bmshj2018-hyperprior").tiny_args, config=cfg)
+    loaded, _ = load_quantized(path)
+    return loaded, model_id(path), path
+
+
+@pytest.fixture(scope="module")
+def encoded(tiny_codec):
+    model, mid, _ = tiny_codec
+    x = read_image(sample_images()[0])[..., :70, :90]  # odd size: padding
+    return x, compress_image(model, mid, x)
+
+
+def test_container_round_trip():
+    c = Container(b"\x01" * 16, 70, 90, (2, 2), [[b"abc"], [b""]])
+    assert Container.from_bytes(c.to_bytes()) == c
+
+
+def test_round_trip_matches_the_model(tiny_codec, encoded):
+    model, mid, _ = tiny_codec
+    x, data = encoded
+    x_hat = decompress_bytes(model, mid, data)
+    assert x_hat.shape == x.shape
+    with torch.no_grad():  # the same reconstruction as the model's own compress/decompress
+        from licq.eval.codec import crop_padding, pad_to_multiple
+
+        xp, pad = pad_to_multiple(x, 64)
+        enc = model.compress(xp)
+        ref = crop_padding(model.decompress(enc["strings"], enc["shape"])["x_hat"], pad).clamp(0, 1)
+    assert torch.equal(x_hat, ref)
+
+
+def test_other_model_is_refused(tiny_codec, encoded):
+    model, _, _ = tiny_codec
+    with pytest.raises(CodecFormatError, match="written by model"):
+        decompress_bytes(model, b"\x00" * 16, encoded[1])
+
+
+def _decode_ends_in_own_error(model, mid, data):
+    t0 = time.perf_counter()
+    try:
+        decompress_bytes(model, mid, data)
+    except CodecFormatError:
+        pass
+    assert time.perf_counter() - t0 < TIME_BOUND
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.integers(0, 10_000))
+def test_fuzz_truncated(tiny_codec, encoded, cut):
+    model, mid, _ = tiny_codec
+    data = encoded[1]
+    with pytest.raises(CodecFormatError):
+        decompress_bytes(model, mid, data[: cut % len(data)])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pos=st.integers(0, 10_000), bit=st.integers(0, 7))
+def test_fuzz_bit_flips(tiny_codec, encoded, pos, bit):
+    model, mid, _ = tiny_codec
+    data = bytearray(encoded[1])
+    data[pos % len(data)] ^= 1 << bit
+    with pytest.raises(CodecFormatError):
+        decompress_bytes(model, mid, bytes(data))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blob=st.binary(max_size=300))
+def test_fuzz_random_bytes(tiny_codec, blob):
+    model, mid, _ = tiny_codec
+    with pytest.raises(CodecFormatError):
+        decompress_bytes(model, mid, blob)
+    with pytest.raises(CodecFormatError):
+        decompress_bytes(model, mid, b"LICQ\x01" + blob)
+
+
+def _with_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(h=st.integers(0, 2**32 - 1), w=st.integers(0, 2**32 - 1),
+       shape=st.lists(st.integers(0, 2**32 - 1), min_size=0, max_size=6),
+       n=st.integers(0, 2**16 - 1), length=st.integers(0, 2**32 - 1), groups=st.integers(0, 255),
+       payload=st.binary(max_size=64))
+def test_fuzz_oversized_headers_with_valid_crc(tiny_codec, h, w, shape, n, length, groups, payload):
+    model, mid, _ = tiny_codec
+    body = b"LICQ\x01" + mid + struct.pack("<II", h, w) + struct.pack("<B", len(shape))
+    body += struct.pack(f"<{len(shape)}I", *shape) + struct.pack("<B", groups)
+    body += struct.pack("<H", n) + struct.pack("<I", length) + payload
+    _decode_ends_in_own_error(model, mid, _with_crc(body))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(y=st.binary(max_size=200), z=st.binary(max_size=50))
+def test_fuzz_random_strings_in_a_valid_container(tiny_codec, y, z):
+    """Well-formed file, correct CRC, garbage entropy-coded strings: decodes to *something* or
+    ends in the project's error, within the time bound, never a crash."""
+    model, mid, _ = tiny_codec
+    data = Container(mid, 70, 90, (2, 2), [[y], [z]]).to_bytes()
+    _decode_ends_in_own_error(model, mid, data)
+
+
+def test_cli_default_model_round_trip_and_no_overwrite(tmp_path, capsys):
+    assert default_packed_models()  # the embedded W8A8 default ships with licq
+    img = tmp_path / "in.png"
+    save_image(read_image(sample_images()[1])[..., :100, :130], img)
+    out, rec = tmp_path / "a.licq", tmp_path / "a.png"
+    assert main(["compress", str(img), "-o", str(out)]) == 0
+    assert main(["decompress", str(out), "-o", str(rec)]) == 0
+    assert read_image_uint8(rec).shape == (3, 100, 130)
+    assert main(["decompress", str(out), "-o", str(rec)]) == 2  # exists
+    assert "exists" in capsys.readouterr().err
+    bad = tmp_path / "bad.licq"
+    bad.write_bytes(out.read_bytes()[:-3])
+    assert main(["decompress", str(bad), "-o", str(tmp_path / "b.png")]) == 2
+    assert "error" in capsys.readouterr().err and not (tmp_path / "b.png").exists()
+
+
+def test_cli_converts_grayscale_and_refuses_16_bit(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    gray = tmp_path / "g.png"
+    Image.fromarray((np.random.rand(40, 50) * 255).astype(np.uint8), "L").save(gray)
+    assert main(["compress", str(gray), "-o", str(tmp_path / "g.licq")]) == 0
+    deep = tmp_path / "d.png"
+    Image.fromarray((np.random.rand(40, 50) * 65535).astype(np.uint16)).save(deep)
+    assert main(["compress", str(deep), "-o", str(tmp_path / "d.licq")]) == 2
+    assert "unsupported image mode" in capsys.readouterr().err
