@@ -120,3 +120,23 @@ def test_integer_inputs_stay_exact():
     iq.calibrate_static(wide)
     assert iq.scale.item() == 3.0  # ceil(700 / 255): the integer grid has step 3
     assert iq(wide).tolist() == [[[[-399.0, 0.0, 300.0]]]]
+
+
+def test_quantized_igdn_gradient_is_finite_at_a_zero_norm():
+    from compressai.layers import GDN
+
+    from licq.api import LayerQConfig
+    from licq.quant.modules import QGDN
+
+    q = QGDN.from_float(GDN(2, inverse=True), LayerQConfig(w_bits=4, a_bits=None))
+    with torch.no_grad():  # a scale so coarse that β quantizes to 0, as low-bit β can
+        q.beta_quant.scale.fill_(1.0)
+    x = torch.zeros(1, 2, 3, 3, requires_grad=True)
+    y = q(x)
+    assert torch.equal(y, torch.zeros_like(y))  # forward unchanged: x·sqrt(0) = 0
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    # the plain sqrt would have given 0·∞ = NaN here
+    x2 = torch.zeros(3, requires_grad=True)
+    (x2 * torch.sqrt(x2**2)).sum().backward()
+    assert torch.isnan(x2.grad).all()

@@ -181,7 +181,40 @@ class QGDN(GDN, QuantLayer):
             norm = F.conv2d(torch.abs(x), gamma, beta)
             return x * (norm if self.inverse else 1.0 / norm)
         norm = F.conv2d(x**2, gamma, beta)
-        return x * (torch.sqrt(norm) if self.inverse else torch.rsqrt(norm))
+        return x * (_SafeSqrt.apply(norm) if self.inverse else _SafeRsqrt.apply(norm))
+
+
+_GRAD_EPS = 1e-12
+
+
+class _SafeSqrt(torch.autograd.Function):
+    """``sqrt`` whose backward stays finite at 0: quantized IGDN can meet a zero norm (a β and
+    every weighted input quantized to 0); the forward is the plain, bit-exact ``torch.sqrt``."""
+
+    @staticmethod
+    def forward(ctx, v: Tensor) -> Tensor:  # noqa: ANN001
+        out = torch.sqrt(v)
+        ctx.save_for_backward(v)
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:  # noqa: ANN001
+        (v,) = ctx.saved_tensors
+        return g * 0.5 * torch.rsqrt(v.clamp_min(_GRAD_EPS))
+
+
+class _SafeRsqrt(torch.autograd.Function):
+    """``rsqrt`` with the same finite backward at 0 (forward unchanged)."""
+
+    @staticmethod
+    def forward(ctx, v: Tensor) -> Tensor:  # noqa: ANN001
+        ctx.save_for_backward(v)
+        return torch.rsqrt(v)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:  # noqa: ANN001
+        (v,) = ctx.saved_tensors
+        return g * -0.5 * v.clamp_min(_GRAD_EPS).pow(-1.5)
 
 
 #: float type -> quantized type; the most specific match wins (MaskedConv2d before Conv2d).
