@@ -158,9 +158,13 @@ def _input_channels(layer: nn.Module) -> int:
 
 
 def enable_qat(fq: FakeQuantize, spec: QATSpec, learn: bool) -> None:
-    """Switch one quantizer to QAT; ``learn`` adds its learnable parameters (lsq/dpa)."""
+    """Switch one quantizer to QAT; ``learn`` adds its learnable parameters (lsq/dpa).
+
+    Quantizers of integer-valued inputs (the decoded latents ŷ, ẑ) keep their calibrated integer
+    step: a learned, non-integer scale would put integers off the grid at inference.
+    """
     fq.qat_spec = spec
-    if not learn or spec.params == "fixed":
+    if not learn or spec.params == "fixed" or fq.integer_step:
         return
     fq.log_scale = nn.Parameter(torch.log(fq.scale.detach().clone()))
     if spec.params == "dpa":
@@ -182,7 +186,7 @@ def prepare_qat(model: nn.Module, spec: QATSpec) -> dict[str, list[nn.Parameter]
         raise ValueError("calibrate activations before QAT (licq.calibrate)")
     for _, layer, q, role in sites:
         if role == "input":
-            if spec.params == "dpa" and spec.learn_activations:
+            if spec.params == "dpa" and spec.learn_activations and not q.integer_step:
                 _to_per_channel(q, _input_channels(layer))
             enable_qat(q, spec, spec.learn_activations)
         else:

@@ -38,6 +38,7 @@ class FakeQuantize(nn.Module):
         self.register_buffer("calibrated", torch.tensor(False))
         self.observer = Observer(observer, axis)
         self.observing = False
+        self.integer_step = False  # calibrated on integer inputs with an integer step (ŷ, ẑ)
         self.qat_spec = None  # a licq.qat.QATSpec while quantization-aware training
         self.register_parameter("log_scale", None)  # learnable log-scale (QAT: lsq, dpa)
         self.register_parameter("zp", None)  # learnable zero point (QAT: dpa)
@@ -72,6 +73,7 @@ class FakeQuantize(nn.Module):
         lo, hi = self.observer.compute_range(self.qmin, self.qmax, self.symmetric)
         integer = self.observer.integer and self.axis is None
         scale, zp = qparams_from_range(lo, hi, self.qmin, self.qmax, self.symmetric, integer)
+        self.integer_step = bool(integer)
         self.scale.copy_(scale.reshape(self.scale.shape))
         self.zero_point.copy_(zp.reshape(self.zero_point.shape))
         self.calibrated.fill_(True)
