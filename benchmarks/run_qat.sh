@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LICQ=${LICQ:-.venv/bin/licq}
 SHARED=${SHARED:-../shared}
-STEPS=${STEPS:-400}
+STEPS=${STEPS:-300}
 ARCH=bmshj2018-hyperprior
 CKPTS=()
 for q in 1 2 3 4; do CKPTS+=("$SHARED/baselines/$ARCH-N64M96-q$q.pth.tar"); done
