@@ -775,6 +775,16 @@ def _add_calib_args(s: argparse.ArgumentParser, crops: int = 32) -> None:
     s.add_argument("--calib-seed", type=int, default=0)
 
 
+def _add_bits_args(s: argparse.ArgumentParser, bit_config_help: str) -> None:
+    s.add_argument("--w-bits", type=int, help="uniform weight bits (2-16)")
+    s.add_argument("--a-bits", type=int, default=8, help="uniform input-activation bits")
+    s.add_argument("--weight-only", action="store_true", help="do not quantize activations")
+    s.add_argument("--bit-config", type=Path, nargs="+", help=bit_config_help)
+    s.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "mse"])
+    s.add_argument("--a-observer", default="mse", choices=["minmax", "percentile", "mse"])
+    s.add_argument("--gdn-bits", type=int, help="precision of GDN/IGDN γ, β (default: w-bits)")
+
+
 def _add_eval_args(s: argparse.ArgumentParser) -> None:
     _add_model_args(s)
     s.add_argument("-d", "--dataset", type=Path, help="image folder (default: bundled images)")
@@ -802,14 +812,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("ptq", help="post-training quantization + real-bitstream evaluation")
     _add_eval_args(s)
-    s.add_argument("--w-bits", type=int, help="uniform weight bits (2-16)")
-    s.add_argument("--a-bits", type=int, default=8, help="uniform input-activation bits")
-    s.add_argument("--weight-only", action="store_true", help="do not quantize activations")
-    s.add_argument("--bit-config", type=Path, nargs="+",
-                   help="per-layer bit config JSON (one, or one per model)")
-    s.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "mse"])
-    s.add_argument("--a-observer", default="mse", choices=["minmax", "percentile", "mse"])
-    s.add_argument("--gdn-bits", type=int, help="precision of GDN/IGDN γ, β (default: w-bits)")
+    _add_bits_args(s, "per-layer bit config JSON (one, or one per model)")
     _add_calib_args(s)
     s.set_defaults(func=cmd_ptq)
 
@@ -820,14 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run-dir", type=Path, required=True,
                    help="checkpoints and final models, one sub-folder per quality (resumes)")
     s.add_argument("--setting", help="setting name in the results (default from the bits)")
-    s.add_argument("--w-bits", type=int, help="uniform weight bits (2-16)")
-    s.add_argument("--a-bits", type=int, default=8, help="uniform input-activation bits")
-    s.add_argument("--weight-only", action="store_true", help="do not quantize activations")
-    s.add_argument("--bit-config", type=Path, nargs="+",
-                   help="bit config JSON(s) or a licq results JSON holding one per quality")
-    s.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "mse"])
-    s.add_argument("--a-observer", default="mse", choices=["minmax", "percentile", "mse"])
-    s.add_argument("--gdn-bits", type=int, help="precision of GDN/IGDN γ, β (default: w-bits)")
+    _add_bits_args(s, "bit config JSON(s) or a licq results JSON holding one per quality")
     s.add_argument("--preset", choices=["fmpq", "dynaquant-q", "dynaquant"])
     s.add_argument("--candidates", type=int, nargs="+",
                    help="dynamic bit-width candidates (dynaquant; default 4 6 8)")
@@ -865,13 +861,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(s)
     s.add_argument("-o", "--output", type=Path, required=True, help="packed .safetensors file")
     s.add_argument("--qat-run", type=Path, help="a finished `licq qat` quality folder (runs/x/q3)")
-    s.add_argument("--w-bits", type=int, help="uniform weight bits (PTQ)")
-    s.add_argument("--a-bits", type=int, default=8)
-    s.add_argument("--weight-only", action="store_true")
-    s.add_argument("--bit-config", type=Path, nargs="+", help="per-layer bit config JSON (PTQ)")
-    s.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "mse"])
-    s.add_argument("--a-observer", default="mse", choices=["minmax", "percentile", "mse"])
-    s.add_argument("--gdn-bits", type=int)
+    _add_bits_args(s, "per-layer bit config JSON (PTQ)")
     _add_calib_args(s)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--no-progress", action="store_true")
