@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Control for the QAT results: the same loop, steps and learning rate as run_qat.sh, but on the
+# FP32 ScaleHyperprior baselines with no quantization. If this already moves the Kodak curve, the
+# fine-tuning recipe (not quantization) is what QAT's numbers measure.
+#   bash benchmarks/fp32_finetune_control.sh   -> benchmarks/results/finetune-fp32-control.json
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LICQ=${LICQ:-.venv/bin/licq}
+SHARED=${SHARED:-../shared}
+STEPS=${STEPS:-300}
+QUALITIES=${QUALITIES:-1 2 3 4}
+ckpts=()
+for q in $QUALITIES; do
+  out=runs/finetune-fp32/q$q
+  [[ -f $out/model.pth.tar ]] || "$LICQ" train -a bmshj2018-hyperprior -N 64 -M 96 -q "$q" \
+    -d "$SHARED/data/train" -o "$out" --steps "$STEPS" --lr 1e-5 --threads 1 --no-progress \
+    --init "$SHARED/baselines/bmshj2018-hyperprior-N64M96-q$q.pth.tar"
+  ckpts+=("$out/model.pth.tar")
+done
+# shellcheck disable=SC2086
+"$LICQ" eval -a bmshj2018-hyperprior -q $QUALITIES -m "${ckpts[@]}" -d "$SHARED/data/kodak" \
+  --threads 1 --no-progress --name "fp32-finetune-${STEPS}steps-lr1e-5" \
+  -o benchmarks/results/finetune-fp32-control.json
