@@ -168,3 +168,10 @@ def test_not_a_packed_model(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 5)
     with pytest.raises(PackedModelError, match="readable"):
         load_quantized(tmp_path / "junk.safetensors")
+
+
+def test_activation_bits_mismatch_is_rejected(packed_file):
+    _rewrite_header(packed_file, lambda h: h["__metadata__"].update(
+        bit_config=QuantConfig.uniform(4, 6).to_json()))
+    with pytest.raises(PackedModelError, match="input stored at 8 bits"):
+        load_quantized(packed_file)

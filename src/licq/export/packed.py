@@ -203,6 +203,9 @@ def _fill(model: nn.Module, tensors: dict[str, Tensor], table: dict[str, Any]) -
         layer = layers[name]
         if info["kind"] == "input":
             iq = layer.input_quant
+            if iq is None or int(info["bits"]) != iq.bits:
+                raise ValueError(f"{key}: input stored at {info['bits']} bits, the bit config "
+                                 f"says {iq.bits if iq is not None else 'float'}")
             iq.scale.copy_(tensors[f"s/{key}"].reshape(iq.scale.shape))
             iq.zero_point.copy_(_codes(tensors, f"z/{key}", info["zero_point"])
                                 .reshape(iq.zero_point.shape).float())
