@@ -3,10 +3,10 @@
 A transposed convolution with stride s computes s×s interleaved output phases; phase (a, b) is
 an ordinary convolution of the input with the taps ``w[:, :, s·d + a + p, s·e + b + p]``. Stacking
 the s² phase kernels as output channels of one Conv2d and interleaving them with
-``PixelShuffle(s)`` gives the same function (floating-point sums in another order: on the q3
-baseline's decoder 23 of 1.18 M 8-bit output values of kodim04 changed by one level), and the
-Conv2d has int8 kernels where ``conv_transpose2d`` has none with per-channel weights. In FP32 it was
-not faster here (decode of kodim04 0.32 s vs 0.33 s, 1 thread, busy machine). Used when the
+``PixelShuffle(s)`` gives the same function, though not bit-exactly in floating point (the sums
+run in another order, so a few 8-bit output values can move by one level), and the Conv2d has int8
+kernels where ``conv_transpose2d`` has none with per-channel weights. It is not meant as an FP32
+speed-up (a quick check here showed none). Used when the
 output size is exactly s × the input size (CompressAI's
 ``deconv``: k=5, s=2, p=2, output_padding=1); stride-1 transposed convolutions become a plain
 convolution with the flipped kernel.
