@@ -73,9 +73,9 @@ def _rd_points(args: argparse.Namespace) -> tuple[str, list, str]:
             qualities = args.quality or [None] * len(args.checkpoint)
         if len(qualities) != len(args.checkpoint):
             raise ValueError("give one -q per -m checkpoint, or none")
-        pts = [RDPoint(_load_any(arch, c), q,
+        pts = [RDPoint(_load_any(arch, c, m is not None), q,
                        {"checkpoint": str(c), "checkpoint_sha256": sha256_file(c)})
-               for c, q in zip(args.checkpoint, qualities, strict=True)]
+               for c, q, m in zip(args.checkpoint, qualities, packed, strict=True)]
         return arch, pts, "packed quantized models" if all(packed) else "checkpoints"
     if args.pretrained:
         if not args.arch or not args.quality:
@@ -112,10 +112,10 @@ def _packed_meta(path: Path) -> dict | None:
         raise
 
 
-def _load_any(arch: str, path: Path):  # noqa: ANN202
+def _load_any(arch: str, path: Path, packed: bool):  # noqa: ANN202
     from licq.models import load_model
 
-    if _packed_meta(path):
+    if packed:
         from licq.export import load_quantized
 
         return load_quantized(path)[0]

@@ -29,12 +29,12 @@ from torch import Tensor
 from licq.api import QuantConfig, quantize_, quantized_layers
 from licq.errors import LicqError
 from licq.export.packing import PackingError, pack, unpack
+from licq.models.loading import resize_entropy_tables
 from licq.quant.fake_quant import FakeQuantize
 from licq.quant.primitives import quantize_int
 
 FORMAT = "licq-packed"
 FORMAT_VERSION = 1
-_TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
 class PackedModelError(LicqError):
@@ -183,12 +183,7 @@ def _fill(model: nn.Module, tensors: dict[str, Tensor], table: dict[str, Any]) -
             iq.axis = int(info["axis"])
             iq.scale = torch.ones(info["shape"])
             iq.zero_point = torch.zeros(info["shape"])
-    for mod_name, mod in model.named_modules():
-        for buf_name, buf in list(mod._buffers.items()):
-            saved = floats.get(f"{mod_name}.{buf_name}" if mod_name else buf_name)
-            if buf_name in _TABLES and saved is not None and buf is not None \
-                    and buf.shape != saved.shape:
-                mod._buffers[buf_name] = torch.empty_like(saved)
+    resize_entropy_tables(model, floats)
     own = model.state_dict()
     expected_float = {k for k in own if not _is_replaced(k, table)}
     if set(floats) != expected_float:

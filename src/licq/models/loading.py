@@ -180,3 +180,17 @@ def load_model(
     model.eval()
     model.update()
     return model
+
+
+ENTROPY_TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+
+
+def resize_entropy_tables(model: nn.Module, state: dict[str, Tensor]) -> None:
+    """Give the model's CDF-table buffers the shapes they have in ``state`` (tables rebuilt by
+    ``update(force=True)`` change size), so that ``load_state_dict`` can copy them."""
+    for mod_name, mod in model.named_modules():
+        for buf_name, buf in list(mod._buffers.items()):
+            saved = state.get(f"{mod_name}.{buf_name}" if mod_name else buf_name)
+            if buf_name in ENTROPY_TABLES and saved is not None and buf is not None \
+                    and buf.shape != saved.shape:
+                mod._buffers[buf_name] = torch.empty_like(saved)

@@ -27,6 +27,7 @@ import torch.nn as nn
 from licq.api import LayerQConfig, QuantConfig, quantize_
 from licq.data import CropSampler
 from licq.errors import CheckpointError
+from licq.models.loading import resize_entropy_tables
 from licq.ptq.calibrate import calibrate_on_folder
 from licq.qat.loop import TrainConfig, Trainer
 from licq.qat.quantizers import QATSpec, freeze_qat, prepare_qat
@@ -246,13 +247,5 @@ def load_quantized_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
                 m.axis = 1
                 m.scale = torch.ones_like(saved)
                 m.zero_point = torch.zeros_like(saved)
-    for mod_name, mod in model.named_modules():  # entropy tables rebuilt after training
-        for buf_name, buf in list(mod._buffers.items()):
-            saved = state.get(f"{mod_name}.{buf_name}" if mod_name else buf_name)
-            if buf_name in _TABLES and saved is not None and buf is not None \
-                    and buf.shape != saved.shape:
-                mod._buffers[buf_name] = torch.empty_like(saved)
+    resize_entropy_tables(model, state)  # tables rebuilt after training
     model.load_state_dict(state, strict=True)
-
-
-_TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
