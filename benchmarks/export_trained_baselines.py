@@ -2,6 +2,13 @@
 
     python benchmarks/export_trained_baselines.py mbt2018-mean [--runs runs/baselines]
     python benchmarks/export_trained_baselines.py mbt2018-mean --continued
+    python benchmarks/export_trained_baselines.py cheng2020-anchor --gpu runs/gpu3
+
+``--gpu DIR`` exports the stages of ``gpu_train_stages.py`` (DIR/<arch>-q<q>/ from its tar files:
+weights without entropy-coder tables, train.json, train.log; the base's files beside q1). Those
+runs are short, so their auxiliary loss is still far from converged: the quantiles are first
+settled (``licq.qat.settle_quantiles``, 10,000 aux-only Adam steps, no data), then
+``update(force=True)``; the manifest records the aux loss before and after.
 
 ``--continued`` exports the runs of ``continue_baselines.sh`` (``<arch>-q<q>-cont``, started from
 the committed models): each quality's manifest entry keeps its earlier stages under ``stages`` and
@@ -24,7 +31,8 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 from safetensors.torch import save_file  # noqa: E402
 
 from licq._provenance import sha256_file  # noqa: E402
-from licq.models import load_model, read_state_dict  # noqa: E402
+from licq.models import get_adapter, load_model, read_state_dict, warm_start  # noqa: E402
+from licq.qat import settle_quantiles  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +42,12 @@ def main() -> None:
     ap.add_argument("arch")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "baselines")
     ap.add_argument("--continued", action="store_true")
+    ap.add_argument("--gpu", type=Path, default=None)
+    ap.add_argument("--settle-steps", type=int, default=10000)
     args = ap.parse_args()
+    if args.gpu is not None:
+        gpu(args)
+        return
     if args.continued:
         continued(args)
         return
@@ -94,6 +107,51 @@ def continued(args: argparse.Namespace) -> None:
     manifest["recipe"] = "benchmarks/train_baselines.sh, then benchmarks/continue_baselines.sh"
     mpath.write_text(json.dumps(manifest, indent=1) + "\n")
     print(f"updated {len(manifest['models'])} models of {args.arch} with their continuation")
+
+
+def _summary(info: dict) -> dict:
+    return {"lambda": info["lambda"], "steps": info["steps"],
+            "train_seconds": info["train_seconds"], "init": info["init"],
+            "batch_size": info["config"]["batch_size"], "patch_size": info["config"]["patch_size"],
+            "lr": info["config"]["lr"], "device": info["config"]["device"],
+            "command": info["provenance"]["command"], "commit": info["provenance"]["commit"],
+            "date": info["provenance"]["date"], "machine": info["provenance"]["machine"]}
+
+
+def gpu(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    out_dir = ROOT / "benchmarks" / "models"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base_dir = args.gpu / f"{args.arch}-q1"
+    base = json.loads((base_dir / f"{args.arch}-base-train.json").read_text())
+    sizes = "".join(f"{k}{v}" for k, v in zip(("N", "M"), base["sizes"], strict=False))
+    entries = []
+    for q in (1, 2, 3, 4):
+        run = args.gpu / f"{args.arch}-q{q}"
+        info = json.loads((run / "train.json").read_text())
+        model = get_adapter(args.arch).build(*base["sizes"])
+        sd = read_state_dict(run / "model.safetensors")
+        loaded = warm_start(model, {k: v.float() for k, v in sd.items()})
+        missing = {k for k in set(sd) - set(loaded) if not k.endswith("scale_table")}
+        if missing:
+            raise SystemExit(f"{run}: tensors not loaded: {sorted(missing)}")
+        before, after = settle_quantiles(model, steps=args.settle_steps)
+        model.eval().update(force=True)
+        dst = out_dir / f"{args.arch}-{sizes}-q{q}.safetensors"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(dst),
+                  metadata={"arch": args.arch, "quality": str(q)})
+        load_model(args.arch, checkpoint=dst)  # loads strictly
+        entries.append({"quality": q, "file": dst.name, "sha256": sha256_file(dst),
+                        **_summary(info),
+                        "settle_quantiles": {"steps": args.settle_steps, "aux_loss_before": before,
+                                             "aux_loss_after": after}})
+        print(f"q{q}: aux loss {before:.1f} -> {after:.1f}; wrote {dst.name}")
+    manifest = {"arch": args.arch, "sizes": base["sizes"], "base": _summary(base),
+                "recipe": "benchmarks/gpu_train_stages.py on the device tool's GPU, then "
+                          "benchmarks/export_trained_baselines.py --gpu", "models": entries}
+    (out_dir / f"{args.arch}-manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 
 if __name__ == "__main__":

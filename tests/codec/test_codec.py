@@ -50,13 +50,31 @@ def test_round_trip_matches_the_model(tiny_codec, encoded):
     x, data = encoded
     x_hat = decompress_bytes(model, mid, data)
     assert x_hat.shape == x.shape
-    with torch.no_grad():  # the same reconstruction as the model's own compress/decompress
-        from licq.eval.codec import crop_padding, pad_to_multiple
+    from licq.codec.exact import exact_paths
+    from licq.eval.codec import crop_padding, pad_to_multiple
 
-        xp, pad = pad_to_multiple(x, 64)
+    xp, pad = pad_to_multiple(x, 64)
+    with torch.no_grad(), exact_paths(model):  # the model's own compress/decompress, exact path
         enc = model.compress(xp)
         ref = crop_padding(model.decompress(enc["strings"], enc["shape"])["x_hat"], pad).clamp(0, 1)
     assert torch.equal(x_hat, ref)
+    with torch.no_grad():  # and within float rounding of the fake-quant model's reconstruction
+        enc = model.compress(xp)
+        flt = crop_padding(model.decompress(enc["strings"], enc["shape"])["x_hat"], pad).clamp(0, 1)
+    assert (x_hat - flt).abs().max() < 0.02
+    assert abs(float(((x_hat - x) ** 2).mean()) - float(((flt - x) ** 2).mean())) < 1e-4
+
+
+def test_float_path_files_decode_with_the_float_path(tiny_codec):
+    model, mid, _ = tiny_codec
+    x = read_image(sample_images()[0])[..., :64, :64]
+    data = compress_image(model, mid, x, exact=False)
+    assert Container.from_bytes(data).flags == 0
+    assert Container.from_bytes(compress_image(model, mid, x)).flags == 1
+    with torch.no_grad():
+        enc = model.compress(x)
+        ref = model.decompress(enc["strings"], enc["shape"])["x_hat"].clamp(0, 1)
+    assert torch.equal(decompress_bytes(model, mid, data), ref)
 
 
 def test_other_model_is_refused(tiny_codec, encoded):

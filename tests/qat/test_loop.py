@@ -72,3 +72,18 @@ def test_non_finite_loss_stops_training_with_a_clear_error(tmp_path, crop_dir):
     t.sampler.batch = lambda n: torch.full((n, 3, 64, 64), float("nan"))
     with pytest.raises(TrainingDiverged, match="non-finite"):
         t.fit(progress=False)
+
+
+def test_settle_quantiles_lowers_aux_loss_and_touches_only_quantiles():
+    from licq.qat import settle_quantiles
+
+    torch.manual_seed(0)
+    model = tiny_model("bmshj2018-hyperprior")
+    with torch.no_grad():  # push the quantiles off their fitted values
+        model.entropy_bottleneck.quantiles.add_(torch.randn_like(model.entropy_bottleneck.quantiles))
+    others = {k: v.clone() for k, v in model.state_dict().items() if not k.endswith("quantiles")}
+    before, after = settle_quantiles(model, steps=3000, lr=0.1)
+    assert after < 0.5 * before
+    for k, v in model.state_dict().items():
+        if not k.endswith("quantiles"):
+            assert torch.equal(v, others[k]), k

@@ -3,6 +3,12 @@
 The model's identity in the file is the sha256 of its packed model file, so a file decodes only
 with the exact model that wrote it. The embedded default (``default_packed_models``) is licq's
 ScaleHyperprior baseline quantized to W8A8, shipped as packed files, one per quality.
+
+By default both sides run the entropy-parameter path ``h_s`` (and the decoder its synthesis
+``g_s``) on licq's exact arithmetic (:mod:`licq.codec.exact`), so a file decodes to the same
+pixels on any machine, thread count or device; the header's FLAG_EXACT records it. ``exact=False``
+(models the exact path cannot run, e.g. autoregressive context models) writes files that decode
+reliably only where float arithmetic matches the encoder's.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from licq.codec.container import CodecFormatError, Container
+from licq.codec.container import FLAG_EXACT, CodecFormatError, Container
+from licq.codec.exact import exact_paths
 from licq.defaults import ASSETS
 from licq.eval.codec import crop_padding, pad_to_multiple
 
@@ -44,13 +51,21 @@ def find_model(mid: bytes, candidates: list[Path]) -> Path:
 
 
 @torch.no_grad()
-def compress_image(model: nn.Module, mid: bytes, x: Tensor, pad_multiple: int = 64) -> bytes:
-    """``(1, 3, H, W)`` image in [0, 1] → ``.licq`` bytes."""
+def compress_image(
+    model: nn.Module, mid: bytes, x: Tensor, pad_multiple: int = 64, exact: bool = True,
+) -> bytes:
+    """``(1, 3, H, W)`` image in [0, 1] → ``.licq`` bytes (``exact``: see the module doc)."""
     h, w = x.shape[-2:]
     x_pad, _ = pad_to_multiple(x, pad_multiple)
-    enc = model.eval().compress(x_pad)
+    model.eval()
+    if exact:
+        with exact_paths(model, synthesis=False):
+            enc = model.compress(x_pad)
+    else:
+        enc = model.compress(x_pad)
     strings = [[bytes(s) for s in group] for group in enc["strings"]]
-    return Container(mid, h, w, tuple(int(v) for v in enc["shape"]), strings).to_bytes()
+    return Container(mid, h, w, tuple(int(v) for v in enc["shape"]), strings,
+                     FLAG_EXACT if exact else 0).to_bytes()
 
 
 @torch.no_grad()
@@ -67,8 +82,13 @@ def decompress_bytes(model: nn.Module, mid: bytes, data: bytes, pad_multiple: in
         raise CodecFormatError(f"latent shape {c.shape} does not fit a {c.height}x{c.width} image")
     if any(len(g) != 1 for g in c.strings):
         raise CodecFormatError("one image per file: every string group must hold one string")
+    model.eval()
     try:
-        out = model.eval().decompress(c.strings, list(c.shape))
+        if c.flags & FLAG_EXACT:
+            with exact_paths(model):
+                out = model.decompress(c.strings, list(c.shape))
+        else:
+            out = model.decompress(c.strings, list(c.shape))
     except (RuntimeError, ValueError, IndexError) as e:  # inconsistent strings of a valid file
         raise CodecFormatError(f"the entropy-coded data cannot be decoded ({e})") from None
     x_hat = out["x_hat"]

@@ -4,6 +4,8 @@ Layout (little-endian)::
 
     magic     4 bytes  b"LICQ"
     version   u8       FORMAT_VERSION
+    flags     u8       bit 0: FLAG_EXACT, the entropy-parameter path (and the synthesis) run on
+                       licq's exact arithmetic (licq.codec.exact); other bits must be 0
     model_id  16 bytes first 16 bytes of the sha256 of the packed model (licq.codec.model_id)
     height    u32      original image height (before padding)
     width     u32      original image width
@@ -25,7 +27,9 @@ from dataclasses import dataclass
 from licq.errors import LicqError
 
 MAGIC = b"LICQ"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: flags byte, exact arithmetic path (version 1 had neither)
+FLAG_EXACT = 1
+KNOWN_FLAGS = FLAG_EXACT
 MAX_SIDE = 1 << 16  # pixels
 MAX_GROUPS = 8
 MAX_ITEMS = 64
@@ -43,6 +47,7 @@ class Container:
     width: int
     shape: tuple[int, ...]
     strings: list[list[bytes]]
+    flags: int = 0
 
     def to_bytes(self) -> bytes:
         if len(self.model_id) != 16:
@@ -52,7 +57,9 @@ class Container:
         if not 0 < len(self.shape) <= MAX_DIMS or not 0 < len(self.strings) <= MAX_GROUPS:
             raise ValueError("unexpected latent shape or string groups")
         out = bytearray(MAGIC)
-        out += struct.pack("<B", FORMAT_VERSION) + self.model_id
+        if self.flags & ~KNOWN_FLAGS:
+            raise ValueError(f"unknown flags {self.flags:#x}")
+        out += struct.pack("<BB", FORMAT_VERSION, self.flags) + self.model_id
         out += struct.pack("<II", self.height, self.width)
         out += struct.pack("<B", len(self.shape)) + struct.pack(f"<{len(self.shape)}I", *self.shape)
         out += struct.pack("<B", len(self.strings))
@@ -74,12 +81,15 @@ class Container:
         if data[4] != FORMAT_VERSION:
             raise CodecFormatError(f".licq format version {data[4]}; this licq reads version "
                                    f"{FORMAT_VERSION}")
-        if len(data) < 4 + 1 + 16 + 8 + 4:
+        if len(data) < 4 + 2 + 16 + 8 + 4:
             raise CodecFormatError("truncated .licq file")
         body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
         if zlib.crc32(body) != crc:
             raise CodecFormatError("corrupt .licq file (CRC mismatch: truncated or altered)")
         r = _Reader(body, 5)
+        (flags,) = r.unpack("<B")
+        if flags & ~KNOWN_FLAGS:
+            raise CodecFormatError(f"unknown flags {flags:#x} in the .licq header")
         model_id = r.take(16)
         height, width = r.unpack("<II")
         if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE):
@@ -99,7 +109,7 @@ class Container:
             strings.append([r.take(r.unpack("<I")[0]) for _ in range(n)])
         if r.pos != len(body):
             raise CodecFormatError(f"{len(body) - r.pos} unexpected bytes after the strings")
-        return cls(model_id, height, width, tuple(shape), strings)
+        return cls(model_id, height, width, tuple(shape), strings, flags)
 
 
 class _Reader:

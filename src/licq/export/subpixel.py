@@ -49,11 +49,16 @@ class SubPixelConv(nn.Module):
         self.conv = conv
         self.stride = stride
         self.pad = pad
+        #: ONNX export only: the consumer's input quantizer, applied before the pixel shuffle
+        #: as well (idempotent) so that ONNX Runtime sees Conv → QuantizeLinear and fuses them
+        self.out_quant = None
 
     def forward(self, x: Tensor) -> Tensor:
         if any(self.pad):
             x = F.pad(x, self.pad)
         y = self.conv(x)
+        if self.out_quant is not None:
+            y = self.out_quant(y)
         return F.pixel_shuffle(y, self.stride) if self.stride > 1 else y
 
 

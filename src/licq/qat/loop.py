@@ -91,6 +91,28 @@ def split_parameters(
     return main, aux
 
 
+def settle_quantiles(model: nn.Module, steps: int = 10000, lr: float = 1e-3) -> tuple[float, float]:
+    """Fit the entropy bottlenecks' quantiles alone: ``steps`` Adam steps on ``model.aux_loss()``.
+
+    The auxiliary loss depends on no data, only on the factorized prior's own CDF, so this is the
+    tail of CompressAI's auxiliary optimisation run to convergence, for short training runs whose
+    aux loss is still far from its minimum (their ``update()`` would then use ill-fitted
+    quantiles: a wrong coding range and medians for z). Returns the aux loss (before, after).
+    """
+    _, aux = split_parameters(model)
+    if not aux:
+        raise ValueError("the model has no entropy-bottleneck quantiles")
+    opt = torch.optim.Adam(aux, lr=lr)
+    with torch.enable_grad():
+        before = float(model.aux_loss().detach())
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = model.aux_loss()
+            loss.backward()
+            opt.step()
+        return before, float(model.aux_loss().detach())
+
+
 def _ste_quantize(module: nn.Module, inputs: torch.Tensor, mode: str, means=None):  # noqa: ANN001, ANN202
     """An entropy model's ``quantize`` with training noise replaced by rounding + STE."""
     if mode != "noise":

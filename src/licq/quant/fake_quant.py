@@ -40,6 +40,7 @@ class FakeQuantize(nn.Module):
         self.observing = False
         self.integer_step = False  # calibrated on integer inputs with an integer step (ŷ, ẑ)
         self.qat_spec = None  # a licq.qat.QATSpec while quantization-aware training
+        self.export_qdq = False  # licq.export.onnx.qdq_mode: compute with Q/DQ-exportable ops
         self.register_parameter("log_scale", None)  # learnable log-scale (QAT: lsq, dpa)
         self.register_parameter("zp", None)  # learnable zero point (QAT: dpa)
 
@@ -59,6 +60,10 @@ class FakeQuantize(nn.Module):
                 "activation quantizer has no range yet: run `with licq.calibrate(model): ...` "
                 "over calibration images first"
             )
+        if self.export_qdq:
+            from licq.export.onnx import _qdq
+
+            return _qdq(self, x)
         if self.qat_spec is not None:
             from licq.qat.quantizers import qat_fake_quantize
 

@@ -1,0 +1,258 @@
+"""Exactly reproducible evaluation of a quantized codec's decoder side.
+
+A learned codec decodes correctly only if the decoder recomputes, bit for bit, what the encoder
+fed its entropy coder: for a hyperprior model, the hyper-synthesis output ``h_s(ẑ)`` and from it
+each latent's CDF index (and mean). In float arithmetic one ulp of difference (another thread
+count, batch, vector width, device) moves an index across a scale-table boundary and the rANS
+decoder returns garbage. Ballé et al. 2019 ("Integer networks for data compression with
+latent-variable models") fix this with integer arithmetic; a quantized model already has integer
+weights and integer activation codes, so licq evaluates its layers that way.
+
+:class:`ExactSequential` runs an ``nn.Sequential`` of quantized layers so that every value it
+produces is the same on every machine:
+
+* layer input → integer codes ``q = clamp(round(x / s) + z)``: one IEEE division and a rounding,
+  on values that are themselves reproducible (ẑ, or the previous layer's exact output);
+* the convolution runs on the integer codes in float64, where every product and partial sum is an
+  integer below 2**53 and therefore exact in any summation order, algorithm or thread split;
+  the result is rounded to the nearest integer, which also removes the tiny error of transform
+  algorithms (Winograd, FFT) a library might pick;
+* requantization is one float64 multiply by the per-channel constant ``s_x · s_w`` followed by
+  one float64 add of the bias: single, correctly rounded IEEE operations (no fused multiply-add,
+  no reductions), identical on CPUs and GPUs;
+* ReLU / LeakyReLU are elementwise; (I)GDN squares the integer codes, convolves them with the
+  integer γ codes exactly, scales, adds β and takes a correctly rounded float64 ``sqrt`` (or
+  divides by it).
+
+The output is rounded to float32 (one correctly rounded conversion) for CompressAI's index and
+mean computations, which are elementwise from there on. So the encoder and decoder of a quantized
+model compute the same CDF indexes and means wherever they run; the reconstruction (``g_s``, run
+the same way at decode time) is bit-identical too.
+
+Only quantized layers with an activation quantizer can run exactly (a float input has no
+integer codes); anything else raises :class:`ExactPathError`. Autoregressive context models
+(mbt2018, cheng2020) decode latent by latent in CompressAI's own loop and are not covered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from licq.errors import LicqError
+from licq.quant.modules import QGDN, QConv2d, QConvTranspose2d
+from licq.quant.primitives import quantize_int
+
+_EXACT_LIMIT = 2.0**52  # largest |integer| a float64 sum may reach and stay exact (with margin)
+
+
+class ExactPathError(LicqError):
+    """A model (or layer) that the exact, reproducible path cannot run."""
+
+
+def _per_channel(v: Tensor, n: int) -> Tensor:
+    v = v.detach().double().reshape(-1)
+    return v.expand(n).clone() if v.numel() == 1 else v
+
+
+class _ExactInput:
+    """Integer codes of a layer's input (its per-tensor activation quantizer)."""
+
+    def __init__(self, name: str, layer: nn.Module) -> None:
+        fq = getattr(layer, "input_quant", None)
+        if fq is None:
+            raise ExactPathError(
+                f"layer {name} has no activation quantizer: the exact path needs integer inputs "
+                "(quantize activations, e.g. --a-bits 8)")
+        if fq.axis is not None:
+            raise ExactPathError(f"layer {name}: per-channel activation quantizers are not supported")
+        scale, zp = fq.current_qparams()
+        self.scale = scale.detach().double().reshape(())
+        self.zero_point = zp.detach().double().reshape(())
+        self.qmin, self.qmax = fq.qmin, fq.qmax
+        self.bits = fq.bits
+
+    def codes(self, x: Tensor) -> Tensor:
+        """``q − z`` as float64 integers."""
+        q = torch.clamp(torch.round(x.double() / self.scale.to(x.device)) + self.zero_point.to(x.device),
+                        self.qmin, self.qmax)
+        return q - self.zero_point.to(x.device)
+
+    @property
+    def max_abs(self) -> float:
+        return float(max(abs(self.qmin - self.zero_point), abs(self.qmax - self.zero_point)))
+
+
+def _weight_codes(layer: nn.Module) -> tuple[Tensor, Tensor]:
+    """(integer weight codes − zero point, per-output-channel scale), float64."""
+    fq = layer.weight_quant
+    scale, zp = fq.current_qparams()
+    w = layer.effective_weight().detach()
+    q = quantize_int(w, scale, zp, fq.qmin, fq.qmax, fq.axis)
+    q = q - (zp.reshape([-1 if d == fq.axis else 1 for d in range(w.dim())])
+             if fq.axis is not None else zp)
+    return q.double(), scale.detach().double().reshape(-1)
+
+
+class _ExactConv(nn.Module):
+    def __init__(self, name: str, layer: nn.Module) -> None:
+        super().__init__()
+        self.inp = _ExactInput(name, layer)
+        self.transposed = isinstance(layer, QConvTranspose2d)
+        codes, s_w = _weight_codes(layer)
+        out_ch = layer.out_channels
+        s_w = _per_channel(s_w, out_ch)
+        fan_in = codes.abs().flatten(1).sum(1).max() if not self.transposed else \
+            codes.abs().transpose(0, 1).flatten(1).sum(1).max()
+        if float(fan_in) * self.inp.max_abs > _EXACT_LIMIT:
+            raise ExactPathError(f"layer {name}: integer sums could exceed 2**52")
+        self.register_buffer("w", codes)
+        self.register_buffer("mult", self.inp.scale * s_w)  # exact: two float32 factors
+        bias = layer.bias
+        self.register_buffer("bias", bias.detach().double() if bias is not None else None)
+        self.stride, self.padding, self.dilation = layer.stride, layer.padding, layer.dilation
+        self.groups = layer.groups
+        self.output_padding = getattr(layer, "output_padding", 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        q = self.inp.codes(x)
+        if self.transposed:
+            acc = F.conv_transpose2d(q, self.w, None, self.stride, self.padding,
+                                     self.output_padding, self.groups, self.dilation)
+        else:
+            acc = F.conv2d(q, self.w, None, self.stride, self.padding, self.dilation, self.groups)
+        y = torch.round(acc) * self.mult.reshape(1, -1, 1, 1)
+        if self.bias is not None:
+            y = y + self.bias.reshape(1, -1, 1, 1)
+        return y
+
+
+class _ExactGDN(nn.Module):
+    def __init__(self, name: str, layer: QGDN) -> None:
+        super().__init__()
+        self.inp = _ExactInput(name, layer)
+        c = layer.beta.numel()
+        codes, s_g = _weight_codes(layer)
+        self.register_buffer("gamma", codes.reshape(c, c, 1, 1))
+        s_g = _per_channel(s_g, c)
+        power = 1 if layer.abs_variant else 2
+        if float(codes.abs().sum(1).max()) * self.inp.max_abs**power > _EXACT_LIMIT:
+            raise ExactPathError(f"layer {name}: integer sums could exceed 2**52")
+        # norm = s_x^p · s_γ[c] · Σ γ_codes · |x_codes|^p + β̂
+        self.register_buffer("mult", (self.inp.scale**power) * s_g)
+        bq = layer.beta_quant
+        b_scale, b_zp = bq.current_qparams()
+        b_codes = quantize_int(layer.effective_beta().detach(), b_scale, b_zp, bq.qmin, bq.qmax, None)
+        self.register_buffer("beta", (b_codes.double() - b_zp.double()) * b_scale.double())
+        self.abs_variant = layer.abs_variant
+        self.inverse = layer.inverse
+
+    def forward(self, x: Tensor) -> Tensor:
+        q = self.inp.codes(x)
+        t = q.abs() if self.abs_variant else q * q
+        acc = torch.round(F.conv2d(t, self.gamma))
+        norm = acc * self.mult.reshape(1, -1, 1, 1) + self.beta.reshape(1, -1, 1, 1)
+        xr = q * self.inp.scale.to(x.device)
+        if not self.abs_variant:
+            norm = torch.sqrt(norm)
+        return xr * norm if self.inverse else xr / norm
+
+
+class _ExactAct(nn.Module):
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.slope = float(layer.negative_slope) if isinstance(layer, nn.LeakyReLU) else 0.0
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.slope == 0.0:
+            return torch.clamp_min(x, 0.0)
+        return torch.where(x > 0, x, x * self.slope)
+
+
+class ExactSequential(nn.Module):
+    """An ``nn.Sequential`` of quantized layers run in exactly reproducible arithmetic (float64
+    integers and single IEEE operations); returns float32."""
+
+    def __init__(self, seq: nn.Sequential, name: str = "") -> None:
+        super().__init__()
+        steps = []
+        for child_name, layer in seq.named_children():
+            full = f"{name}.{child_name}" if name else child_name
+            if isinstance(layer, QConv2d | QConvTranspose2d):
+                if type(layer).__name__ == "QMaskedConv2d":
+                    raise ExactPathError(f"layer {full}: masked convolutions are not supported")
+                steps.append(_ExactConv(full, layer))
+            elif isinstance(layer, QGDN):
+                steps.append(_ExactGDN(full, layer))
+            elif isinstance(layer, nn.ReLU | nn.LeakyReLU):
+                steps.append(_ExactAct(layer))
+            elif isinstance(layer, nn.Identity):
+                continue
+            else:
+                raise ExactPathError(
+                    f"layer {full} ({type(layer).__name__}) cannot run on the exact path"
+                    + (": it is not quantized" if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d)
+                       else ""))
+        self.steps = nn.ModuleList(steps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = x.double()
+        for step in self.steps:
+            y = step(y)
+        return y.float()
+
+
+#: per architecture family: the Sequential attributes that decide the entropy decoder's state
+#: (run exactly at encode and decode) and the synthesis (run exactly at decode).
+ENTROPY_PATH = ("h_s",)
+SYNTHESIS = ("g_s",)
+
+
+def exact_supported(model: nn.Module) -> bool:
+    try:
+        check_exact(model)
+    except ExactPathError:
+        return False
+    return True
+
+
+def check_exact(model: nn.Module) -> None:
+    """Raise :class:`ExactPathError` unless ``model`` can run on the exact path."""
+    if hasattr(model, "context_prediction"):
+        raise ExactPathError(
+            f"{type(model).__name__} has an autoregressive context model, which the exact path "
+            "does not cover")
+    for attr in ENTROPY_PATH + SYNTHESIS:
+        seq = getattr(model, attr, None)
+        if not isinstance(seq, nn.Sequential):
+            raise ExactPathError(f"{type(model).__name__} has no Sequential {attr}")
+        ExactSequential(seq, attr)
+
+
+@contextmanager
+def exact_paths(model: nn.Module, synthesis: bool = True) -> Iterator[nn.Module]:
+    """Swap ``h_s`` (and with ``synthesis`` also ``g_s``) for their exact versions while inside.
+
+    The exact modules are built once per model and cached on it (``model._licq_exact``).
+    """
+    cache = getattr(model, "_licq_exact", None)
+    if cache is None:
+        check_exact(model)
+        device = next(model.parameters()).device
+        cache = {attr: ExactSequential(getattr(model, attr), attr).to(device)
+                 for attr in ENTROPY_PATH + SYNTHESIS}
+        object.__setattr__(model, "_licq_exact", cache)
+    attrs = ENTROPY_PATH + (SYNTHESIS if synthesis else ())
+    saved = {a: model._modules[a] for a in attrs}
+    try:
+        for a in attrs:
+            model._modules[a] = cache[a]
+        yield model
+    finally:
+        for a, m in saved.items():
+            model._modules[a] = m

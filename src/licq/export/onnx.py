@@ -1,0 +1,214 @@
+"""ONNX export of quantized codecs (QuantizeLinear/DequantizeLinear) and the ONNX Runtime int8 backend.
+
+:func:`export_onnx` writes the analysis/synthesis transforms and the hyper transforms of a
+quantized model as ONNX graphs in the QDQ format: every quantized layer's input becomes a
+``QuantizeLinear → DequantizeLinear`` pair (uint8, its per-tensor scale and zero point) and its
+weight a per-channel ``QuantizeLinear → DequantizeLinear`` pair (int8). Layers below 8 bits keep
+their own grid: their values are clipped to it first and are exactly representable in 8 bits.
+Transposed convolutions are first rewritten as ``Conv2d + PixelShuffle`` (exactly the same
+function, :mod:`licq.export.subpixel`), so that the decoder's layers are ordinary convolutions.
+
+ONNX Runtime fuses ``DequantizeLinear → Conv → QuantizeLinear`` into ``QLinearConv``, an int8
+kernel, wherever a layer's output is quantized by the next layer's input quantizer; a layer
+whose output is not re-quantized (the last one of a transform) runs as a float convolution of
+the dequantized weights. :func:`int8_backend` returns a copy of the model whose transforms run
+in ONNX Runtime sessions; the entropy model and coding stay in Python (CompressAI's rANS).
+:func:`layer_kernels` reports which kernel each convolution ran on after ORT's optimisation.
+
+Layers with more than 8 bits (weights or activations) export as float fake-quantization
+(Round/Clip) and run in float.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from licq.errors import LicqError
+from licq.quant.fake_quant import FakeQuantize
+
+PARTS = ("g_a", "h_a", "g_s", "h_s")
+OPSET = 17
+#: 8-bit signed weight codes are stored as uint8 with zero point 128 (ORT then runs u8·u8
+#: kernels). On AVX2 CPUs without VNNI, ORT's u8·s8 kernels add pairs of u8·s8 products in 16 bits
+#: (vpmaddubsw), which saturates for 8-bit weights (2·255·127 > 32767): on licq's W8A8
+#: ScaleHyperprior that moved latents by up to 8.6 against 0.07 with u8·u8. Codes of at most
+#: 7 bits cannot saturate (2·255·63 < 32767) and keep the faster int8 storage.
+U8_WEIGHTS = True
+
+
+class OnnxExportError(LicqError):
+    """A model (part) that cannot be exported or run through ONNX Runtime."""
+
+
+def _qdq(fq: FakeQuantize, x: Tensor) -> Tensor:
+    """``fq``'s quantize-dequantize written with the ops the exporter maps to Q/DQ nodes."""
+    scale, zp = fq.current_qparams()
+    scale, zp = scale.detach(), zp.detach()
+    if fq.bits > 8:  # no 8-bit Q/DQ pair can hold it: float fake-quant
+        from licq.quant.primitives import channel_view
+
+        s, z = channel_view(scale, x, fq.axis), channel_view(zp, x, fq.axis)
+        return (torch.clamp(torch.round(x / s) + z, fq.qmin, fq.qmax) - z) * s
+    signed = fq.qmin < 0
+    lo8, hi8 = (-128, 127) if signed else (0, 255)
+    if fq.axis is None:
+        s, z = float(scale), int(zp)
+        if (fq.qmin, fq.qmax) != (lo8, hi8):  # a narrower grid: clip to it first
+            x = torch.clamp(x, (fq.qmin - z) * s, (fq.qmax - z) * s)
+        return torch.fake_quantize_per_tensor_affine(x, s, z, lo8, hi8)
+    from licq.quant.primitives import channel_view
+
+    lo = channel_view((fq.qmin - zp) * scale, x, fq.axis)
+    hi = channel_view((fq.qmax - zp) * scale, x, fq.axis)
+    x = torch.minimum(torch.maximum(x, lo), hi)
+    zp_i = zp.round().to(torch.int32)
+    if signed and U8_WEIGHTS and fq.bits >= 8:  # the same codes shifted into uint8 (U8_WEIGHTS)
+        zp_i, lo8, hi8 = zp_i + 128, 0, 255
+    return torch.fake_quantize_per_channel_affine(x, scale.float(), zp_i, fq.axis % x.dim(),
+                                                  lo8, hi8)
+
+
+@contextmanager
+def qdq_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """While inside, every calibrated fake quantizer of ``model`` computes with Q/DQ ops."""
+    fqs = [m for m in model.modules() if isinstance(m, FakeQuantize)]
+    try:
+        for fq in fqs:
+            fq.export_qdq = True
+        yield model
+    finally:
+        for fq in fqs:
+            fq.export_qdq = False
+
+
+def _check_static(model: nn.Module) -> None:
+    from licq.dynamic.selector import DynamicLayer
+
+    if any(isinstance(m, DynamicLayer) for m in model.modules()):
+        raise OnnxExportError("dynamic bit-width models cannot be exported (their layers choose "
+                              "bits per image); export a static configuration")
+
+
+def _requant_before_shuffle(model: nn.Module) -> None:
+    """Give each sub-pixel conv whose output the next layer quantizes (directly, or after a
+    ReLU, which commutes with a quantizer whose grid holds 0) that quantizer as ``out_quant``."""
+    from licq.export.subpixel import SubPixelConv
+
+    for seq in model.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        kids = list(seq.children())
+        for i, mod in enumerate(kids[:-1]):
+            if not isinstance(mod, SubPixelConv):
+                continue
+            nxt = kids[i + 1]
+            if isinstance(nxt, nn.ReLU) and i + 2 < len(kids):
+                nxt = kids[i + 2]
+            fq = getattr(nxt, "input_quant", None)
+            if isinstance(fq, FakeQuantize) and bool(fq.calibrated) and fq.axis is None:
+                mod.out_quant = copy.deepcopy(fq)
+
+
+def export_onnx(
+    model: nn.Module, out_dir: str | os.PathLike, parts: tuple[str, ...] = PARTS,
+    sample_hw: tuple[int, int] = (256, 256),
+) -> dict[str, Path]:
+    """Write ``<part>.onnx`` for each part of a quantized model into ``out_dir``.
+
+    Inputs have dynamic batch, height and width. Returns ``part -> path``.
+    """
+    from licq.export.subpixel import rewrite_transposed_convs
+
+    _check_static(model)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    m = copy.deepcopy(model).eval().cpu()
+    rewrite_transposed_convs(m)
+    _requant_before_shuffle(m)
+    h, w = sample_hw
+    with torch.no_grad():
+        y = m.g_a(torch.rand(1, 3, h, w))
+        z = m.h_a(y)
+    samples = {"g_a": torch.rand(1, 3, h, w), "h_a": y, "g_s": torch.round(y),
+               "h_s": torch.round(z)}
+    paths = {}
+    with qdq_mode(m), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for part in parts:
+            mod = getattr(m, part, None)
+            if mod is None:
+                raise OnnxExportError(f"{type(model).__name__} has no {part}")
+            dst = out / f"{part}.onnx"
+            try:
+                torch.onnx.export(mod, (samples[part],), str(dst), dynamo=False,
+                                  opset_version=OPSET, input_names=["x"], output_names=["y"],
+                                  dynamic_axes={"x": {0: "n", 2: "h", 3: "w"},
+                                                "y": {0: "n", 2: "h", 3: "w"}})
+            except Exception as e:  # noqa: BLE001 - the exporter raises many types
+                raise OnnxExportError(f"exporting {part} failed: {e}") from e
+            paths[part] = dst
+    return paths
+
+
+class OrtModule(nn.Module):
+    """An ONNX Runtime session standing in for a torch module (CPU, float32 in and out)."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None,
+                 optimized_path: str | os.PathLike | None = None) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or torch.get_num_threads()
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        if optimized_path is not None:
+            so.optimized_model_filepath = str(optimized_path)
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.session.run(None, {"x": np.ascontiguousarray(x.detach().cpu().float().numpy())})[0]
+        return torch.from_numpy(y).to(x.device)
+
+
+def int8_backend(
+    model: nn.Module, work_dir: str | os.PathLike | None = None,
+    parts: tuple[str, ...] = ("g_a", "h_a", "g_s"), threads: int | None = None,
+) -> nn.Module:
+    """A copy of the quantized ``model`` whose ``parts`` run in ONNX Runtime (int8 kernels).
+
+    ``h_s`` stays in licq (by default the codec runs it on the exact path, which makes the
+    entropy decoder's state reproducible; ORT's kernels would not be).
+    """
+    work = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="licq-onnx-"))
+    paths = export_onnx(model, work, parts)
+    m = copy.deepcopy(model).eval().cpu()
+    for part, path in paths.items():
+        setattr(m, part, OrtModule(path, threads, optimized_path=work / f"{part}.opt.onnx"))
+    return m
+
+
+def layer_kernels(optimized_path: str | os.PathLike) -> dict[str, int]:
+    """Counts of the convolution kernels in an ORT-optimised graph: ``QLinearConv`` (int8) vs
+    ``Conv`` / ``FusedConv`` / ``NchwcConv`` (float)."""
+    import onnx
+
+    g = onnx.load(str(optimized_path))
+    counts: dict[str, int] = {}
+    for n in g.graph.node:
+        if "Conv" in n.op_type:
+            counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return counts

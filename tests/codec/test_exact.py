@@ -1,0 +1,147 @@
+"""The exact (reproducible) arithmetic path of quantized codecs."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from licq.api import QuantConfig
+from licq.codec import compress_image, decompress_bytes
+from licq.codec.exact import ExactPathError, ExactSequential, check_exact, exact_paths
+from licq.data import read_image
+from licq.defaults import sample_images
+from licq.ptq import post_training_quantize
+from tests.conftest import tiny_model
+
+
+def _quantized(arch, crop_dir, **kw):
+    model = tiny_model(arch)
+    post_training_quantize(model, QuantConfig.uniform(8, 8, **kw) if "a_bits" not in kw
+                           else QuantConfig.uniform(8, **kw), crop_dir, num_crops=2,
+                           patch_size=64, progress=False)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def qmodel(crop_dir):
+    return _quantized("bmshj2018-hyperprior", crop_dir)
+
+
+def _z_hat(model, x):
+    with torch.no_grad():
+        z = model.h_a(torch.abs(model.g_a(x)))
+        return model.entropy_bottleneck(z)[0]
+
+
+def test_exact_h_s_is_within_float_rounding_of_the_fake_quant_model(qmodel):
+    x = read_image(sample_images()[0])[..., :128, :128]
+    zh = _z_hat(qmodel, x)
+    with torch.no_grad():
+        ref = qmodel.h_s(zh)
+        out = ExactSequential(qmodel.h_s, "h_s")(zh)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    # differences come only from float32 rounding (and a code flipped at a rounding boundary)
+    assert (out - ref).abs().max() <= 0.05 * ref.abs().max() + 1e-6
+    assert (out - ref).abs().mean() <= 1e-3 * ref.abs().mean() + 1e-6
+
+
+def test_exact_conv_accumulator_equals_int64_arithmetic(qmodel):
+    """The float64 convolution of the integer codes is the exact integer result."""
+    layer = ExactSequential(qmodel.g_s, "g_s").steps[0]  # a transposed conv
+    torch.manual_seed(0)
+    x = torch.randn(1, qmodel.g_s[0].in_channels, 5, 6) * 4
+    q = layer.inp.codes(x)
+    acc = F.conv_transpose2d(q, layer.w, None, layer.stride, layer.padding, layer.output_padding)
+    # int64 reference: scatter every input tap by hand
+    qi, wi = q.long(), layer.w.long()
+    k, s, p = layer.w.shape[-1], layer.stride[0], layer.padding[0]
+    full = torch.zeros(1, wi.shape[1], (x.shape[2] - 1) * s + k, (x.shape[3] - 1) * s + k,
+                       dtype=torch.long)
+    for i in range(x.shape[2]):
+        for j in range(x.shape[3]):
+            full[0, :, i * s:i * s + k, j * s:j * s + k] += torch.einsum(
+                "c,cokl->okl", qi[0, :, i, j], wi)
+    h, w = acc.shape[-2:]
+    ref = full[..., p:p + h, p:p + w]
+    assert torch.equal(acc.round().long(), ref)
+
+
+def test_exact_path_is_independent_of_threads_and_batch(qmodel):
+    imgs = [read_image(p)[..., :128, :192] for p in sample_images()[:2]]
+    zh = _z_hat(qmodel, torch.cat(imgs))
+    hs, gs = ExactSequential(qmodel.h_s, "h_s"), ExactSequential(qmodel.g_s, "g_s")
+    y = torch.round(torch.randn(2, qmodel.g_s[0].in_channels, 8, 12) * 3)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        a_h, a_g = hs(zh[:1]), gs(y[:1])  # alone, one thread
+        torch.set_num_threads(max(2, old))
+        b_h, b_g = hs(zh), gs(y)  # in a batch of two, several threads
+        c_h = hs(zh.contiguous(memory_format=torch.channels_last))
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(a_h, b_h[:1]) and torch.equal(a_g, b_g[:1])
+    assert torch.equal(b_h, c_h)
+
+
+def test_models_the_exact_path_cannot_run_are_refused(crop_dir):
+    weight_only = _quantized("bmshj2018-hyperprior", crop_dir, a_bits=None)
+    with pytest.raises(ExactPathError, match="no activation quantizer"):
+        check_exact(weight_only)
+    ar = _quantized("mbt2018", crop_dir)
+    with pytest.raises(ExactPathError, match="autoregressive"):
+        check_exact(ar)
+    with pytest.raises(ExactPathError, match="not quantized"):
+        check_exact(tiny_model("bmshj2018-hyperprior"))
+
+
+def test_exact_paths_restores_the_model(qmodel):
+    h_s, g_s = qmodel.h_s, qmodel.g_s
+    with exact_paths(qmodel):
+        assert isinstance(qmodel.h_s, ExactSequential) and isinstance(qmodel.g_s, ExactSequential)
+    assert qmodel.h_s is h_s and qmodel.g_s is g_s
+    with exact_paths(qmodel, synthesis=False):
+        assert qmodel.g_s is g_s
+    assert "_licq_exact" not in qmodel.state_dict()
+
+
+def test_decode_in_another_process_with_one_thread_is_bit_exact(tmp_path, crop_dir):
+    """Encode here with 2 threads; decode in a fresh process with 1 thread: same pixels."""
+    from licq.codec import model_id
+    from licq.export import export_packed, load_quantized
+    from licq.models import get_adapter
+
+    model = _quantized("mbt2018-mean", crop_dir)
+    path = tmp_path / "m.safetensors"
+    export_packed(model, path, arch="mbt2018-mean", sizes=get_adapter("mbt2018-mean").tiny_args,
+                  config=QuantConfig.uniform(8, 8))
+    model, mid = load_quantized(path)[0], model_id(path)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        files = []
+        for i, p in enumerate(sample_images()[:2]):
+            x = read_image(p)[..., :100, :130]
+            (tmp_path / f"{i}.licq").write_bytes(compress_image(model, mid, x))
+            torch.save(decompress_bytes(model, mid, (tmp_path / f"{i}.licq").read_bytes()),
+                       tmp_path / f"{i}.pt")
+            files.append(i)
+    finally:
+        torch.set_num_threads(old)
+    script = textwrap.dedent(f"""
+        import torch
+        torch.set_num_threads(1)
+        from licq.codec import decompress_bytes, model_id
+        from licq.export import load_quantized
+        model = load_quantized({str(path)!r})[0]
+        mid = model_id({str(path)!r})
+        for i in {files!r}:
+            out = decompress_bytes(model, mid, open(f"{tmp_path}/{{i}}.licq", "rb").read())
+            assert torch.equal(out, torch.load(f"{tmp_path}/{{i}}.pt")), i
+        print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]

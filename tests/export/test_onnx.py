@@ -1,0 +1,100 @@
+"""ONNX export (QDQ) and the ONNX Runtime int8 backend."""
+
+import pytest
+import torch
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from licq.api import LayerQConfig, QuantConfig  # noqa: E402
+from licq.data import read_image  # noqa: E402
+from licq.defaults import sample_images  # noqa: E402
+from licq.eval.codec import evaluate_image  # noqa: E402
+from licq.export.onnx import (  # noqa: E402
+    OnnxExportError,
+    OrtModule,
+    export_onnx,
+    int8_backend,
+    layer_kernels,
+    qdq_mode,
+)
+from licq.ptq import post_training_quantize  # noqa: E402
+from tests.conftest import tiny_model  # noqa: E402
+
+
+def _ptq(cfg, crop_dir):
+    model = tiny_model("bmshj2018-hyperprior")
+    post_training_quantize(model, cfg, crop_dir, num_crops=2, patch_size=64, progress=False)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def w8a8(crop_dir):
+    return _ptq(QuantConfig.uniform(8, 8), crop_dir)
+
+
+@pytest.fixture(scope="module")
+def image():
+    return read_image(sample_images()[0])[..., :128, :192]
+
+
+def test_qdq_mode_computes_the_fake_quant_function(w8a8, image):
+    with torch.no_grad():
+        ref = w8a8.g_a(image)
+        with qdq_mode(w8a8):
+            out = w8a8.g_a(image)
+    # same grid, same rounding: only float-rounding-level differences
+    assert (out - ref).abs().max() < 1e-3 * ref.abs().max()
+
+
+def test_exported_graph_has_qdq_nodes_and_ort_fuses_int8_convs(w8a8, tmp_path):
+    paths = export_onnx(w8a8, tmp_path)
+    assert set(paths) == {"g_a", "h_a", "g_s", "h_s"}
+    ops = [n.op_type for n in onnx.load(str(paths["g_a"])).graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    assert not any(n.op_type == "ConvTranspose" for n in onnx.load(str(paths["g_s"])).graph.node)
+    OrtModule(paths["g_s"], 1, optimized_path=tmp_path / "g_s.opt.onnx")
+    kernels = layer_kernels(tmp_path / "g_s.opt.onnx")
+    assert kernels.get("QLinearConv", 0) >= 3  # every conv whose output is re-quantized
+
+
+@pytest.mark.parametrize("name", ["fp32", "w8a8", "mixed"])
+def test_ort_reproduces_pytorch(name, crop_dir, image, tmp_path):
+    """Tolerances: FP32 graph 1e-4 relative; int8 kernels vs fake-quant 2% of the output range
+    (requantization rounding of ORT's kernels), and the rounded latents almost all equal."""
+    if name == "fp32":
+        model = tiny_model("bmshj2018-hyperprior").eval()
+    else:
+        cfg = QuantConfig.uniform(8, 8) if name == "w8a8" else QuantConfig(
+            default=LayerQConfig(8, 8), layers={"g_a.2": LayerQConfig(4, 8),
+                                                "g_s.2": LayerQConfig(6, 6)})
+        model = _ptq(cfg, crop_dir)
+    backend = int8_backend(model, tmp_path, threads=1)
+    with torch.no_grad():
+        y = model.g_a(image)
+        y_ort = backend.g_a(image)
+        x = model.g_s(torch.round(y))
+        x_ort = backend.g_s(torch.round(y))
+    tol = 1e-4 if name == "fp32" else 0.02
+    assert (y_ort - y).abs().max() <= tol * y.abs().max()
+    assert (x_ort - x).abs().max() <= tol * x.abs().max()
+    assert (torch.round(y_ort) != torch.round(y)).float().mean() < 0.01
+
+
+def test_int8_backend_codes_real_bitstreams_close_to_fake_quant(w8a8, image, tmp_path):
+    backend = int8_backend(w8a8, tmp_path, threads=1)
+    ref = evaluate_image(w8a8, image, 64)
+    out = evaluate_image(backend, image, 64)
+    assert abs(out["psnr-rgb"] - ref["psnr-rgb"]) < 0.1
+    assert abs(out["bpp"] - ref["bpp"]) < 0.02 * ref["bpp"] + 1e-3
+
+
+def test_dynamic_models_are_refused(crop_dir, tmp_path):
+    from licq.api import quantize_
+    from licq.dynamic import make_dynamic
+
+    model = tiny_model("bmshj2018-hyperprior")
+    quantize_(model, QuantConfig.uniform(8, 8))
+    make_dynamic(model, (4, 8))
+    with pytest.raises(OnnxExportError, match="dynamic"):
+        export_onnx(model, tmp_path)
