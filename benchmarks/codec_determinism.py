@@ -310,10 +310,33 @@ def write_results(work: Path, args: argparse.Namespace, prov: dict, fz: dict | N
     out["cross_process_match"] = ex.get("cross_process_1thread", {}).get("match")
     out["cross_thread_match_fp32"] = fp.get("cross_process_2threads_batch2", {}).get("match")
     out["cross_process_match_fp32"] = fp.get("cross_process_1thread", {}).get("match")
-    if "cross_device_gpu" in ex:
+    if "cross_device_gpu" in ex:  # decoded on the device tool's GPU (files encoded here)
         out["cross_device_match"] = ex["cross_device_gpu"]["match"]
         out["cross_device_match_fp32"] = fp["cross_device_gpu"]["match"]
+    if "cross_machine_cpu" in ex:  # decoded on the device tool's (other) CPU, 1 thread
+        out["cross_machine_match"] = ex["cross_machine_cpu"]["match"]
+        out["cross_machine_match_fp32"] = fp["cross_machine_cpu"]["match"]
+    lscpu = work / "device-lscpu.txt"
+    if lscpu.is_file():
+        txt = lscpu.read_text()
+        model = next((ln.split(":", 1)[1].strip() for ln in txt.splitlines()
+                      if ln.startswith("Model name")), None)
+        flags = sorted({f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+                        if f" {f}" in txt})
+        out["other_machine_cpu"] = {"model": model, "flags": flags}
+    out["decode_runs"] = {name: {v: out["variants"][v][name]["match"] for v in VARIANTS
+                                 if name in out["variants"][v]}
+                          for name in sorted({k for v in VARIANTS for k in out["variants"][v]
+                                              if isinstance(out["variants"][v][k], dict)})}
     out["fuzz"] = fz
+    out["procedure"] = (
+        "encode, the encoder-side decode, the two local decodes and the fuzz run: "
+        "`codec_determinism.py run --work runs/codec --fuzz-seconds 900`; other machine: the "
+        "`.licq` files and encode.json copied to the device tool's machine and decoded there with "
+        "`codec_determinism.py decode --device cuda --threads 1` (cross_device_gpu), "
+        "`--device cpu --threads 1` (cross_machine_cpu) and `--device cpu --threads 8 --batch 2`, "
+        "its lscpu in device-lscpu.txt; all merged by `codec_determinism.py report` (the command "
+        "below)")
     out["licq"] = {"command": prov["command"], "commit": prov["commit"], "date": prov["date"],
                    "machine": prov["machine"]}
     dst = ROOT / "benchmarks" / "results" / "codec-bmshj2018-hyperprior.json"

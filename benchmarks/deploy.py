@@ -90,7 +90,7 @@ def main() -> None:  # noqa: PLR0915 - one linear benchmark
     from licq.eval.codec import evaluate, mean_metrics
     from licq.eval.results import make_results
     from licq.export import export_packed
-    from licq.export.onnx import int8_backend, layer_kernels
+    from licq.export.onnx import int8_backend, layer_kernel_map, layer_kernels
     from licq.models import get_adapter, load_model
     from licq.models.loading import infer_args
     from licq.ptq import post_training_quantize
@@ -148,6 +148,16 @@ def main() -> None:  # noqa: PLR0915 - one linear benchmark
             rows_i8 = evaluate(i8, images, progress=False)
             engines[f"{c}/int8"].append({"quality": q, **mean_metrics(rows_i8)})
             parity.setdefault(f"{c}/int8_vs_fakequant", {})[f"q{q}"] = _parity(m, i8, images[:4])
+            if c == "w8a8" and q == args.qualities[0]:  # what s8 storage of 8-bit weights does
+                import licq.export.onnx as lonnx
+
+                lonnx.U8_WEIGHTS = False
+                try:
+                    s8 = int8_backend(m, work / f"q{q}" / f"{c}-s8-onnx", threads=args.threads)
+                finally:
+                    lonnx.U8_WEIGHTS = True
+                parity.setdefault(f"{c}/int8-s8-storage_vs_fakequant", {})[f"q{q}"] = _parity(
+                    m, s8, images[:4])
             kernels = {p: layer_kernels(onnx_dir / f"{p}.opt.onnx") for p in ("g_a", "h_a", "g_s")}
             onnx_bytes = {p: (onnx_dir / f"{p}.onnx").stat().st_size for p in ("g_a", "h_a", "g_s")}
             per_config[c]["per_quality"].append({
@@ -157,7 +167,9 @@ def main() -> None:  # noqa: PLR0915 - one linear benchmark
                 "file_vs_accounted": packed.stat().st_size / size.model_bytes - 1,
                 "bitops_encode": _mean(rows_fq, "bitops_encode"),
                 "bitops_decode": _mean(rows_fq, "bitops_decode"),
-                "ort_kernels": kernels, "onnx_bytes": onnx_bytes, "bit_config": cfg.to_dict()})
+                "ort_kernels": kernels, "onnx_bytes": onnx_bytes,
+                "ort_layer_kernels": {k: v for p in ("g_a", "h_a", "g_s") for k, v in
+                                      layer_kernel_map(onnx_dir / f"{p}.opt.onnx", p).items()}, "bit_config": cfg.to_dict()})
             print(f"q{q} {c} done ({time.time() - t0:.0f}s)", flush=True)
 
     def results(name: str) -> dict:

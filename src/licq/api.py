@@ -126,6 +126,19 @@ class QuantConfig:
                 out[n] = self.default
         return out
 
+    def resolve_model(self, model: nn.Module) -> dict[str, LayerQConfig | None]:
+        """:meth:`resolve` on ``model``'s quantizable layers, with the ``gdn_bits`` override
+        applied to GDN/IGDN layers (the one place it is applied)."""
+        resolved = self.resolve(quantizable_layer_names(model))
+        if self.gdn_bits is not None:
+            from compressai.layers import GDN
+
+            modules = dict(model.named_modules())
+            for name, cfg in resolved.items():
+                if cfg is not None and isinstance(modules[name], GDN):
+                    resolved[name] = replace(cfg, w_bits=self.gdn_bits)
+        return resolved
+
     # -- JSON --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -192,8 +205,7 @@ def quantize_(model: nn.Module, config: QuantConfig) -> dict[str, LayerQConfig |
     already = [n for n, m in modules.items() if isinstance(m, QuantLayer)]
     if already:
         raise ValueError(f"model is already quantized (e.g. {already[0]})")
-    names = quantizable_layer_names(model)
-    resolved = config.resolve(names)
+    resolved = config.resolve_model(model)
     for name, cfg in resolved.items():
         if cfg is None:
             continue
@@ -201,9 +213,6 @@ def quantize_(model: nn.Module, config: QuantConfig) -> dict[str, LayerQConfig |
         qtype = quantized_type_for(mod)
         if qtype is None:
             raise ValueError(f"layer {name!r} ({type(mod).__name__}) has no quantized version")
-        if config.gdn_bits is not None and qtype.__name__ == "QGDN":
-            cfg = replace(cfg, w_bits=config.gdn_bits)
-            resolved[name] = cfg
         try:
             new = qtype.from_float(mod, cfg)
         except ValueError as e:

@@ -135,6 +135,15 @@ def _evaluate_and_write(
     images = list_images(args.dataset) if args.dataset else sample_images()
     if args.limit:
         images = images[: args.limit]
+    if getattr(args, "backend", "torch") == "int8":
+        from licq.api import quantized_layers
+        from licq.export.onnx import int8_backend
+
+        for p in points:
+            if not quantized_layers(p.model):
+                _log(f"q{p.quality}: no quantized layers; ONNX Runtime runs it in float")
+            p.model = int8_backend(p.model, threads=args.threads)
+        source += ", ONNX Runtime int8 backend"
     dataset = str(args.dataset) if args.dataset else "licq:assets/images"
     results = evaluate_rd(
         points, images, name=name, arch=arch,
@@ -422,6 +431,11 @@ def cmd_export(args: argparse.Namespace) -> int:
                            quality=point.quality, fp32_sha256=fp32_hash,
                            extra={"source": source, "provenance": provenance()})
     load_quantized(args.output)  # it must load back
+    if args.onnx:
+        from licq.export.onnx import export_onnx
+
+        paths = export_onnx(model, args.onnx)
+        _log(f"ONNX (QDQ): {', '.join(str(p) for p in paths.values())}")
     fp32_file = point.info.get("checkpoint")
     fp32_bytes = Path(fp32_file).stat().st_size if fp32_file and Path(fp32_file).is_file() else None
     print(f"wrote {args.output}: {nbytes:,} bytes; size accounting {size.model_bytes:,.0f} bytes "
@@ -795,6 +809,9 @@ def _add_eval_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--estimate", action="store_true",
                    help="also report the likelihood estimate of bpp (bpp_estimate)")
     s.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    s.add_argument("--backend", choices=["torch", "int8"], default="torch",
+                   help="int8: quantized g_a/h_a/g_s run as QDQ ONNX in ONNX Runtime (int8 "
+                        "kernels where it fuses them); default: PyTorch (fake-quant)")
     s.add_argument("--no-progress", action="store_true")
 
 
@@ -861,6 +878,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(s)
     s.add_argument("-o", "--output", type=Path, required=True, help="packed .safetensors file")
     s.add_argument("--qat-run", type=Path, help="a finished `licq qat` quality folder (runs/x/q3)")
+    s.add_argument("--onnx", type=Path, help="also write g_a/h_a/g_s/h_s as QDQ ONNX into this folder")
     _add_bits_args(s, "per-layer bit config JSON (PTQ)")
     _add_calib_args(s)
     s.add_argument("--threads", type=int, default=1)

@@ -15,6 +15,7 @@ from licq.export.onnx import (  # noqa: E402
     OrtModule,
     export_onnx,
     int8_backend,
+    layer_kernel_map,
     layer_kernels,
     qdq_mode,
 )
@@ -56,6 +57,9 @@ def test_exported_graph_has_qdq_nodes_and_ort_fuses_int8_convs(w8a8, tmp_path):
     OrtModule(paths["g_s"], 1, optimized_path=tmp_path / "g_s.opt.onnx")
     kernels = layer_kernels(tmp_path / "g_s.opt.onnx")
     assert kernels.get("QLinearConv", 0) >= 3  # every conv whose output is re-quantized
+    per_layer = layer_kernel_map(tmp_path / "g_s.opt.onnx", "g_s")
+    assert per_layer["g_s.0"] == "QLinearConv"  # sub-pixel conv feeding IGDN's quantizer
+    assert per_layer["g_s.6"] == "Conv"  # the last layer: its output is not re-quantized
 
 
 @pytest.mark.parametrize("name", ["fp32", "w8a8", "mixed"])
@@ -98,3 +102,20 @@ def test_dynamic_models_are_refused(crop_dir, tmp_path):
     make_dynamic(model, (4, 8))
     with pytest.raises(OnnxExportError, match="dynamic"):
         export_onnx(model, tmp_path)
+
+
+def test_cli_export_onnx_and_eval_int8_backend(tmp_path, capsys):
+    from licq.cli import main
+
+    packed = tmp_path / "q3.safetensors"
+    assert main(["export", "-q", "3", "--w-bits", "8", "--a-bits", "8", "--calib-crops", "2",
+                 "-o", str(packed), "--onnx", str(tmp_path / "onnx"), "--no-progress"]) == 0
+    assert {p.name for p in (tmp_path / "onnx").glob("*.onnx")} == {
+        "g_a.onnx", "h_a.onnx", "g_s.onnx", "h_s.onnx"}
+    out = tmp_path / "r.json"
+    assert main(["eval", "-m", str(packed), "--limit", "1", "--backend", "int8", "--no-progress",
+                 "-o", str(out)]) == 0
+    import json
+
+    r = json.loads(out.read_text())
+    assert "int8 backend" in r["description"] and r["results"]["bpp"][0] > 0

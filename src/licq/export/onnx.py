@@ -41,9 +41,9 @@ PARTS = ("g_a", "h_a", "g_s", "h_s")
 OPSET = 17
 #: 8-bit signed weight codes are stored as uint8 with zero point 128 (ORT then runs u8·u8
 #: kernels). On AVX2 CPUs without VNNI, ORT's u8·s8 kernels add pairs of u8·s8 products in 16 bits
-#: (vpmaddubsw), which saturates for 8-bit weights (2·255·127 > 32767): on licq's W8A8
-#: ScaleHyperprior that moved latents by up to 8.6 against 0.07 with u8·u8. Codes of at most
-#: 7 bits cannot saturate (2·255·63 < 32767) and keep the faster int8 storage.
+#: (vpmaddubsw), which saturates for 8-bit weights (2·255·127 > 32767); benchmarks/deploy.py
+#: measures the effect ("s8 storage"). Codes of at most 7 bits cannot saturate
+#: (2·255·63 < 32767) and keep the faster int8 storage.
 U8_WEIGHTS = True
 
 
@@ -212,3 +212,19 @@ def layer_kernels(optimized_path: str | os.PathLike) -> dict[str, int]:
         if "Conv" in n.op_type:
             counts[n.op_type] = counts.get(n.op_type, 0) + 1
     return counts
+
+
+def layer_kernel_map(optimized_path: str | os.PathLike, part: str) -> dict[str, str]:
+    """``"<part>.<child>" -> kernel`` of each convolution in an ORT-optimised graph of one
+    transform (node names keep the exporter's module path, e.g. ``/0/conv/Conv``); a child with
+    several convolutions (GDN's, a sub-pixel conv) lists them joined by ``+``."""
+    import onnx
+
+    out: dict[str, str] = {}
+    for n in onnx.load(str(optimized_path)).graph.node:
+        if "Conv" not in n.op_type:
+            continue
+        head = n.name.strip("/").split("/", 1)[0]
+        key = f"{part}.{head}" if head.isdigit() else f"{part}:{n.name}"
+        out[key] = f"{out[key]}+{n.op_type}" if key in out else n.op_type
+    return out

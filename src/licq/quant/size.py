@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch.nn as nn
 from compressai.layers import GDN
 
-from licq.api import LayerQConfig, QuantConfig, quantizable_layer_names
+from licq.api import LayerQConfig, QuantConfig
 
 FLOAT_BITS = 32
 
@@ -93,8 +93,7 @@ def layer_bits(name: str, mod: nn.Module, cfg: LayerQConfig) -> tuple[int, dict[
 
 def model_size(model: nn.Module, config: QuantConfig | dict[str, LayerQConfig | None]) -> SizeReport:
     """Size of ``model`` (the float model) under ``config`` (a QuantConfig or a resolved map)."""
-    names = quantizable_layer_names(model)
-    resolved = config.resolve(names) if isinstance(config, QuantConfig) else config
+    resolved = config.resolve_model(model) if isinstance(config, QuantConfig) else config
     modules = dict(model.named_modules())
     state = model.state_dict()
     fp32_bytes = sum(t.numel() for t in state.values()) * FLOAT_BITS // 8
@@ -106,11 +105,6 @@ def model_size(model: nn.Module, config: QuantConfig | dict[str, LayerQConfig | 
     for name, cfg in resolved.items():
         if cfg is None:
             continue
-        if isinstance(config, QuantConfig) and config.gdn_bits is not None and isinstance(
-                modules[name], GDN):
-            from dataclasses import replace
-
-            cfg = replace(cfg, w_bits=config.gdn_bits)
         bits, entries = layer_bits(name, modules[name], cfg)
         bias = getattr(modules[name], "bias", None)
         bias_elems = bias.numel() if isinstance(bias, nn.Parameter) else 0
