@@ -374,6 +374,16 @@ def codec_section() -> str:
            f"machine is the device tool's ({other.get('model', '?')}, "
            f"{', '.join(other.get('flags', []))}) with its GPU. Encode / decode times: the "
            "encoding process (2 threads; other benchmark jobs shared the 2 cores).", "", *lines, ""]
+    mins = {v: e["cross_process_1thread"]["min_psnr_vs_encoder_side"]
+            for v, e in d["variants"].items() if "cross_process_1thread" in e}
+    if mins:
+        out.append("Severity where the float paths mismatch in the other process here: lowest "
+                   "PSNR of a decoded image against the encoder-side reconstruction "
+                   + ", ".join(f"{v} {x:.1f} dB" for v, x in mins.items() if x != float("inf"))
+                   + " (a few pixel values off, the entropy decoding itself intact). On the other "
+                   "machine only hashes were compared, so how far those decodes were off is not "
+                   "measured.")
+        out.append("")
     if fz:
         kinds = ", ".join(f"{k}: {sum(v.values())}" for k, v in sorted(fz["by_kind"].items()))
         out.append(f"Fuzz (`codec_determinism.py fuzz`): {fz['cases']:,} mutated files in "

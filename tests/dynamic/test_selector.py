@@ -149,3 +149,16 @@ def test_dynaquant_training_runs_and_reloads(tmp_path, crop_dir):
     with torch.no_grad():
         assert torch.equal(run.model(x)["x_hat"], again.model(x)["x_hat"])
         assert selections(run.model) == selections(again.model)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 64, 96), (2, 5, 33, 47), (1, 3, 7, 5), (1, 2, 3, 4)])
+def test_matrix_pooling_equals_adaptive_avg_pool(shape):
+    import torch.nn.functional as F
+
+    from licq.dynamic.selector import adaptive_avg_pool_mm
+
+    x = torch.randn(*shape, requires_grad=True)
+    out = adaptive_avg_pool_mm(x, 5)
+    torch.testing.assert_close(out, F.adaptive_avg_pool2d(x, 5), rtol=1e-5, atol=1e-6)
+    out.sum().backward()  # differentiable (the selector trains through it)
+    assert torch.isfinite(x.grad).all()

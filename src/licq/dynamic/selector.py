@@ -50,7 +50,38 @@ class BitSelector(nn.Module):
         nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(self, feat: Tensor) -> Tensor:
-        return self.mlp(self.pool(feat)).view(-1, self.num_layers, self.num_candidates)
+        pooled = adaptive_avg_pool_mm(feat, self.pool.output_size)
+        return self.mlp(pooled).view(-1, self.num_layers, self.num_candidates)
+
+
+def _bin_matrix(n: int, k: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(k, n) averaging matrix of AdaptiveAvgPool's bins [⌊i·n/k⌋, ⌈(i+1)·n/k⌉)."""
+    m = torch.zeros(k, n, dtype=dtype, device=device)
+    for i in range(k):
+        start, end = (i * n) // k, -((-(i + 1) * n) // k)
+        m[i, start:end] = 1.0 / (end - start)
+    return m
+
+
+_BIN_CACHE: dict[tuple, Tensor] = {}
+
+
+def adaptive_avg_pool_mm(x: Tensor, size: int | tuple[int, int]) -> Tensor:
+    """``F.adaptive_avg_pool2d(x, size)`` as two matrix products with the bin-averaging matrices:
+    the same bins and values (up to float summation order), about twice as fast on one CPU
+    thread for the selector's large, small-output case."""
+    kh, kw = (size, size) if isinstance(size, int) else size
+    n, c, h, w = x.shape
+
+    def mat(length: int, k: int) -> Tensor:
+        key = (length, k, x.dtype, x.device)
+        if key not in _BIN_CACHE:
+            _BIN_CACHE[key] = _bin_matrix(length, k, x.dtype, x.device)
+        return _BIN_CACHE[key]
+
+    t = x.reshape(n * c * h, w) @ mat(w, kw).t()  # (N·C·H, kw)
+    t = mat(h, kh) @ t.reshape(n * c, h, kw)  # (N·C, kh, kw)
+    return t.reshape(n, c, kh, kw)
 
 
 class DynamicLayer(nn.Module):
