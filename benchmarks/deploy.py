@@ -169,7 +169,8 @@ def main() -> None:  # noqa: PLR0915 - one linear benchmark
                 "bitops_decode": _mean(rows_fq, "bitops_decode"),
                 "ort_kernels": kernels, "onnx_bytes": onnx_bytes,
                 "ort_layer_kernels": {k: v for p in ("g_a", "h_a", "g_s") for k, v in
-                                      layer_kernel_map(onnx_dir / f"{p}.opt.onnx", p).items()}, "bit_config": cfg.to_dict()})
+                                      layer_kernel_map(onnx_dir / f"{p}.opt.onnx", p).items()},
+                "bit_config": cfg.to_dict()})
             print(f"q{q} {c} done ({time.time() - t0:.0f}s)", flush=True)
 
     def results(name: str) -> dict:

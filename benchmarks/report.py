@@ -321,7 +321,8 @@ def deploy_section() -> str:
             def pct(x: float | None) -> str:
                 return "n/a" if x is None else f"{x:+.2f} %"
             out.append(
-                f"| {c} | {v['file_bytes']:,.0f} ({100 * (v['file_bytes'] / v['accounted_bytes'] - 1):+.2f} %) | "
+                f"| {c} | {v['file_bytes']:,.0f} "
+                f"({100 * (v['file_bytes'] / v['accounted_bytes'] - 1):+.2f} %) | "
                 f"{v['fp32_file_bytes']:,.0f} | {v['encode_seconds_fp32']:.3f} / "
                 f"{v['encode_seconds_ort_fp32']:.3f} / {v['encode_seconds_fakequant']:.3f} / "
                 f"{v['encode_seconds_int8']:.3f} | {v['decode_seconds_fp32']:.3f} / "
