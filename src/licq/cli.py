@@ -490,7 +490,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     for img in args.images:
         x = read_image(img)
         t0 = time.perf_counter()
-        data = compress_image(model, mid, x)
+        data = compress_image(model, mid, x, exact=not args.float_path)
         dt = time.perf_counter() - t0
         dst = out / (Path(img).stem + ".licq") if out.is_dir() else out
         _write_new(dst, data, args.force)
@@ -891,6 +891,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-m", "--model", type=Path, help="packed model (licq export); default: the "
                    "embedded W8A8 ScaleHyperprior")
     s.add_argument("-q", "--quality", type=int, help="quality of the embedded default (3)")
+    s.add_argument("--float-path", action="store_true",
+                   help="skip licq's exact arithmetic path (models it cannot run, e.g. "
+                        "autoregressive ones); such files decode reliably only where float "
+                        "arithmetic matches the encoder's")
     s.add_argument("--force", action="store_true", help="overwrite existing outputs")
     s.add_argument("--threads", type=int)
     s.set_defaults(func=cmd_compress)
