@@ -306,16 +306,22 @@ def write_results(work: Path, args: argparse.Namespace, prov: dict, fz: dict | N
         out["variants"][v] = entry
     ex = out["variants"]["w8a8-exact"]
     fp = out["variants"]["fp32"]
-    out["cross_thread_match"] = ex.get("cross_process_2threads_batch2", {}).get("match")
-    out["cross_process_match"] = ex.get("cross_process_1thread", {}).get("match")
-    out["cross_thread_match_fp32"] = fp.get("cross_process_2threads_batch2", {}).get("match")
-    out["cross_process_match_fp32"] = fp.get("cross_process_1thread", {}).get("match")
+    # cross-thread: decoded with 1 thread (encoded with 2), in another process;
+    # cross-process: another process with 2 threads and another batch composition (pairs)
+    out["cross_thread_match"] = ex.get("cross_process_1thread", {}).get("match")
+    out["cross_process_match"] = ex.get("cross_process_2threads_batch2", {}).get("match")
+    out["fp32_cross_thread_match"] = fp.get("cross_process_1thread", {}).get("match")
+    out["fp32_cross_process_match"] = fp.get("cross_process_2threads_batch2", {}).get("match")
+    out["encode_seconds"] = ex["encode_seconds_mean"]  # the codec's default (exact) path
+    out["decode_seconds"] = ex.get("cross_process_1thread", {}).get("decode_seconds_mean")
+    out["fuzz_cases"] = fz["cases"] if fz else 0
+    out["fuzz_failures"] = fz["failure_count"] if fz else None
     if "cross_device_gpu" in ex:  # decoded on the device tool's GPU (files encoded here)
         out["cross_device_match"] = ex["cross_device_gpu"]["match"]
-        out["cross_device_match_fp32"] = fp["cross_device_gpu"]["match"]
+        out["fp32_cross_device_match"] = fp["cross_device_gpu"]["match"]
     if "cross_machine_cpu" in ex:  # decoded on the device tool's (other) CPU, 1 thread
         out["cross_machine_match"] = ex["cross_machine_cpu"]["match"]
-        out["cross_machine_match_fp32"] = fp["cross_machine_cpu"]["match"]
+        out["fp32_cross_machine_match"] = fp["cross_machine_cpu"]["match"]
     lscpu = work / "device-lscpu.txt"
     if lscpu.is_file():
         txt = lscpu.read_text()
