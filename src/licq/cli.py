@@ -456,10 +456,17 @@ def _codec_model(args: argparse.Namespace, quality: int | None = None):  # noqa:
     from licq.codec.api import default_packed_models, model_id
     from licq.export import load_quantized
 
-    if args.model:
-        path = Path(args.model)
+    from licq.defaults import DEFAULT_ARCH
+    from licq.models import list_models
+
+    name = str(args.model) if args.model else None
+    if name and not Path(name).is_file() and name in list_models() and name != DEFAULT_ARCH:
+        path = _zoo_packed(name, quality or args.quality or 3)
+    elif name and name != DEFAULT_ARCH:
+        path = Path(name)
         if not path.is_file():
-            raise FileNotFoundError(f"model not found: {path}")
+            raise FileNotFoundError(f"model not found: {path} (give a packed model file from "
+                                    f"`licq export` or a zoo name: {', '.join(list_models())})")
     else:
         models = default_packed_models()
         q = quality or args.quality or 3
@@ -468,6 +475,37 @@ def _codec_model(args: argparse.Namespace, quality: int | None = None):  # noqa:
         path = models[q]
     model, _ = load_quantized(path)
     return model, model_id(path), path
+
+
+def _zoo_packed(arch: str, quality: int) -> Path:
+    """CompressAI's pretrained ``arch`` at ``quality``, PTQ'd to W8A8 on the bundled calibration
+    crops and packed, cached under ``$LICQ_CACHE`` (default ``~/.cache/licq``). The file's hash is
+    the model id written into .licq files: decode with the same packed file (-m that path)."""
+    from licq.api import QuantConfig
+    from licq.defaults import default_calibration_dir
+    from licq.export import export_packed
+    from licq.models import get_adapter, load_model
+    from licq.models.loading import infer_args
+    from licq.ptq import post_training_quantize
+
+    cache = Path(os.environ.get("LICQ_CACHE", Path.home() / ".cache" / "licq")) / "packed"
+    path = cache / f"{arch}-q{quality}-w8a8.safetensors"
+    if path.is_file():
+        return path
+    from licq.errors import CheckpointError
+
+    try:
+        model = load_model(arch, quality, pretrained=True)
+    except OSError as e:  # no network, or the download failed
+        raise CheckpointError(f"cannot get CompressAI's pretrained {arch} q{quality}: {e}") from None
+    config = QuantConfig.uniform(8, 8)
+    post_training_quantize(model, config, default_calibration_dir(), num_crops=32, seed=0,
+                           progress=False)
+    cache.mkdir(parents=True, exist_ok=True)
+    export_packed(model, path, arch=arch, sizes=infer_args(get_adapter(arch), model.state_dict()),
+                  config=config, quality=quality)
+    _log(f"packed W8A8 {arch} q{quality} (pretrained) -> {path}")
+    return path
 
 
 def _write_new(path: Path, data: bytes, force: bool) -> None:
@@ -888,8 +926,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("compress", help="image(s) -> .licq file(s) with a packed quantized model")
     s.add_argument("images", type=Path, nargs="+")
     s.add_argument("-o", "--output", type=Path, required=True, help=".licq file (or a folder)")
-    s.add_argument("-m", "--model", type=Path, help="packed model (licq export); default: the "
-                   "embedded W8A8 ScaleHyperprior")
+    s.add_argument("-m", "--model", help="packed model file (licq export) or a zoo name with -q "
+                   "(pretrained, W8A8, cached); default: the embedded W8A8 ScaleHyperprior")
     s.add_argument("-q", "--quality", type=int, help="quality of the embedded default (3)")
     s.add_argument("--float-path", action="store_true",
                    help="skip licq's exact arithmetic path (models it cannot run, e.g. "
@@ -902,9 +940,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("decompress", help=".licq file -> image (PNG)")
     s.add_argument("input", type=Path)
     s.add_argument("-o", "--output", type=Path, required=True)
-    s.add_argument("-m", "--model", type=Path, help="packed model (default: found by model id "
-                   "among the embedded ones)")
-    s.add_argument("-q", "--quality", type=int, help=argparse.SUPPRESS)
+    s.add_argument("-m", "--model", help="packed model file or zoo name with -q, as for "
+                   "compress (default: found by model id among the embedded ones)")
+    s.add_argument("-q", "--quality", type=int, help="quality, with -m ZOO_NAME")
     s.add_argument("--force", action="store_true", help="overwrite an existing image")
     s.add_argument("--threads", type=int)
     s.set_defaults(func=cmd_decompress)

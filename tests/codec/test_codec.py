@@ -132,7 +132,7 @@ def _with_crc(body: bytes) -> bytes:
        payload=st.binary(max_size=64))
 def test_fuzz_oversized_headers_with_valid_crc(tiny_codec, h, w, shape, n, length, groups, payload):
     model, mid, _ = tiny_codec
-    body = b"LICQ\x01" + mid + struct.pack("<II", h, w) + struct.pack("<B", len(shape))
+    body = b"LICQ\x02\x01" + mid + struct.pack("<II", h, w) + struct.pack("<B", len(shape))
     body += struct.pack(f"<{len(shape)}I", *shape) + struct.pack("<B", groups)
     body += struct.pack("<H", n) + struct.pack("<I", length) + payload
     _decode_ends_in_own_error(model, mid, _with_crc(body))
@@ -175,3 +175,28 @@ def test_cli_converts_grayscale_and_refuses_16_bit(tmp_path, capsys):
     Image.fromarray((np.random.rand(40, 50) * 65535).astype(np.uint16)).save(deep)
     assert main(["compress", str(deep), "-o", str(tmp_path / "d.licq")]) == 2
     assert "unsupported image mode" in capsys.readouterr().err
+
+
+def test_cli_zoo_name_uses_the_embedded_or_the_cached_packed_model(tmp_path, monkeypatch, crop_dir):
+    """-m ZOO_NAME -q Q: the default architecture is the embedded model; another zoo name is
+    CompressAI's pretrained model, PTQ'd and cached (here the cache is pre-filled: no network)."""
+    img = tmp_path / "x.png"
+    save_image(read_image(sample_images()[0])[..., :64, :96], img)
+    assert main(["compress", str(img), "-o", str(tmp_path / "a.licq"), "-m",
+                 "bmshj2018-hyperprior", "-q", "2"]) == 0
+    assert Container.from_bytes((tmp_path / "a.licq").read_bytes()).model_id == model_id(
+        default_packed_models()[2])
+    monkeypatch.setenv("LICQ_CACHE", str(tmp_path / "cache"))
+    model = tiny_model("mbt2018-mean")
+    cfg = QuantConfig.uniform(8, 8)
+    post_training_quantize(model, cfg, crop_dir, num_crops=2, patch_size=64, progress=False)
+    cached = tmp_path / "cache" / "packed" / "mbt2018-mean-q1-w8a8.safetensors"
+    cached.parent.mkdir(parents=True)
+    export_packed(model, cached, arch="mbt2018-mean", sizes=get_adapter("mbt2018-mean").tiny_args,
+                  config=cfg)
+    assert main(["compress", str(img), "-o", str(tmp_path / "b.licq"), "-m", "mbt2018-mean",
+                 "-q", "1"]) == 0
+    assert Container.from_bytes((tmp_path / "b.licq").read_bytes()).model_id == model_id(cached)
+    assert main(["decompress", str(tmp_path / "b.licq"), "-o", str(tmp_path / "b.png"), "-m",
+                 "mbt2018-mean", "-q", "1"]) == 0
+    assert (tmp_path / "b.png").is_file()
