@@ -454,9 +454,8 @@ def _default_calib():  # noqa: ANN202
 def _codec_model(args: argparse.Namespace, quality: int | None = None):  # noqa: ANN202
     """(model, model id, path) from -m PACKED, or the embedded default packed model of -q."""
     from licq.codec.api import default_packed_models, model_id
-    from licq.export import load_quantized
-
     from licq.defaults import DEFAULT_ARCH
+    from licq.export import load_quantized
     from licq.models import list_models
 
     name = str(args.model) if args.model else None
