@@ -517,6 +517,7 @@ def _write_new(path: Path, data: bytes, force: bool) -> None:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     from licq.codec import compress_image
+    from licq.codec.exact import ExactPathError
     from licq.data import read_image
 
     _set_threads(args.threads)
@@ -527,7 +528,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
     for img in args.images:
         x = read_image(img)
         t0 = time.perf_counter()
-        data = compress_image(model, mid, x, exact=not args.float_path)
+        try:
+            data = compress_image(model, mid, x, exact=not args.float_path)
+        except ExactPathError as e:
+            raise ExactPathError(f"{e}; use --float-path (decodes reliably only where float "
+                                 "arithmetic matches this machine's)") from None
         dt = time.perf_counter() - t0
         dst = out / (Path(img).stem + ".licq") if out.is_dir() else out
         _write_new(dst, data, args.force)
