@@ -3,6 +3,7 @@
 #   bash benchmarks/run_qat.sh main        # W8A8 and the FMPQ DP allocations at 4x / 6x / 8x
 #   bash benchmarks/run_qat.sh ablations   # one switch at a time against fmpq-6x
 #   bash benchmarks/run_qat.sh dq          # DynaQuant dynamic bits {4,6,8} and {6,8,10} (issue 7)
+#   bash benchmarks/run_qat.sh dq-gamma    # {4,6,8} with γ = 0.05 instead of 0.01
 #     -> benchmarks/results/dq-<arch>-<candidates>.json, then the static DPA+DGM configuration
 #        at the nearest uniform bit-width to the measured mean bits (dq-<arch>-static-w<B>.json)
 # Every setting: `licq qat --preset fmpq` (RD loss, leaky clip 0.01, STE, LSQ log-scales) unless
@@ -56,6 +57,9 @@ case ${1:-main} in
       PREFIX=dq run "static-w$b" --preset dynaquant-q --w-bits "$b" --a-bits "$b"
     done
     ;;
-  *) echo "usage: $0 main|ablations|dq" >&2; exit 2 ;;
+  dq-gamma)  # a stronger bits penalty (γ of L_bits) than the preset's 0.01
+    PREFIX=dq run 4-6-8-gamma0.05 --preset dynaquant --candidates 4 6 8 --bits-weight 0.05
+    ;;
+  *) echo "usage: $0 main|ablations|dq|dq-gamma" >&2; exit 2 ;;
 esac
 echo "$(date -Is) done ${1:-main}"
