@@ -218,6 +218,9 @@ def quantize_(model: nn.Module, config: QuantConfig) -> dict[str, LayerQConfig |
         except ValueError as e:
             raise ValueError(f"layer {name!r}: {e}") from None
         _set_submodule(model, name, new)
+    from licq.codec.ar import install_ar_paths
+
+    install_ar_paths(model)  # real bitstreams must use the quantized context model
     return resolved
 
 

@@ -935,7 +935,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quality", type=int, help="quality of the embedded default (3)")
     s.add_argument("--float-path", action="store_true",
                    help="skip licq's exact arithmetic path (models it cannot run, e.g. "
-                        "autoregressive ones); such files decode reliably only where float "
+                        "weight-only quantized ones); such files decode reliably only where float "
                         "arithmetic matches the encoder's")
     s.add_argument("--force", action="store_true", help="overwrite existing outputs")
     s.add_argument("--threads", type=int)

@@ -91,11 +91,37 @@ def test_models_the_exact_path_cannot_run_are_refused(crop_dir):
     weight_only = _quantized("bmshj2018-hyperprior", crop_dir, a_bits=None)
     with pytest.raises(ExactPathError, match="no activation quantizer"):
         check_exact(weight_only)
-    ar = _quantized("mbt2018", crop_dir)
-    with pytest.raises(ExactPathError, match="autoregressive"):
-        check_exact(ar)
     with pytest.raises(ExactPathError, match="not quantized"):
         check_exact(tiny_model("bmshj2018-hyperprior"))
+    ar = _quantized("mbt2018", crop_dir)
+    check_exact(ar)  # a quantized AR model runs exactly, in licq's loops
+    del ar._compress_ar, ar._decompress_ar  # back to CompressAI's (float context) loops
+    with pytest.raises(ExactPathError, match="autoregressive loops"):
+        check_exact(ar)
+
+
+@pytest.mark.parametrize("arch", ["mbt2018", "cheng2020-anchor"])
+def test_ar_loops_use_the_quantized_context_model(arch, crop_dir):
+    """licq's raster loops compute, at each position, what the quantized context layer's own
+    forward computes there (CompressAI's loops would use its float weights)."""
+    from licq.codec.ar import _context_fns, ar_compress
+
+    model = _quantized(arch, crop_dir)
+    assert model._compress_ar.__func__ is ar_compress
+    cp = model.context_prediction
+    torch.manual_seed(0)
+    y = torch.randn(1, cp.in_channels, 6, 7) * 3
+    with torch.no_grad():
+        full = cp(y)
+        ctx, _ = _context_fns(model, decoding=False)
+        yp = F.pad(y, (2, 2, 2, 2))
+        for h, w in [(0, 0), (3, 4), (5, 6)]:
+            torch.testing.assert_close(ctx(yp[:, :, h:h + 5, w:w + 5])[0, :, 0, 0], full[0, :, h, w],
+                                       rtol=1e-5, atol=1e-5)
+        with exact_paths(model):
+            ex, _ = _context_fns(model, decoding=False)
+            torch.testing.assert_close(ex(yp[:, :, 3:8, 4:9])[0, :, 0, 0], full[0, :, 3, 4],
+                                       rtol=1e-3, atol=1e-3)
 
 
 def test_exact_paths_restores_the_model(qmodel):
@@ -108,15 +134,16 @@ def test_exact_paths_restores_the_model(qmodel):
     assert "_licq_exact" not in qmodel.state_dict()
 
 
-def test_decode_in_another_process_with_one_thread_is_bit_exact(tmp_path, crop_dir):
+@pytest.mark.parametrize("arch", ["mbt2018-mean", "mbt2018"])
+def test_decode_in_another_process_with_one_thread_is_bit_exact(arch, tmp_path, crop_dir):
     """Encode here with 2 threads; decode in a fresh process with 1 thread: same pixels."""
     from licq.codec import model_id
     from licq.export import export_packed, load_quantized
     from licq.models import get_adapter
 
-    model = _quantized("mbt2018-mean", crop_dir)
+    model = _quantized(arch, crop_dir)
     path = tmp_path / "m.safetensors"
-    export_packed(model, path, arch="mbt2018-mean", sizes=get_adapter("mbt2018-mean").tiny_args,
+    export_packed(model, path, arch=arch, sizes=get_adapter(arch).tiny_args,
                   config=QuantConfig.uniform(8, 8))
     model, mid = load_quantized(path)[0], model_id(path)
     old = torch.get_num_threads()

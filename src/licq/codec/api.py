@@ -7,7 +7,7 @@ ScaleHyperprior baseline quantized to W8A8, shipped as packed files, one per qua
 By default both sides run the entropy-parameter path ``h_s`` (and the decoder its synthesis
 ``g_s``) on licq's exact arithmetic (:mod:`licq.codec.exact`), so a file decodes to the same
 pixels on any machine, thread count or device; the header's FLAG_EXACT records it. ``exact=False``
-(models the exact path cannot run, e.g. autoregressive context models) writes files that decode
+(models the exact path cannot run, e.g. weight-only quantized ones) writes files that decode
 reliably only where float arithmetic matches the encoder's.
 """
 

@@ -30,12 +30,16 @@ model compute the same CDF indexes and means wherever they run; the reconstructi
 the same way at decode time) is bit-identical too.
 
 Only quantized layers with an activation quantizer can run exactly (a float input has no
-integer codes); anything else raises :class:`ExactPathError`. Autoregressive context models
-(mbt2018, cheng2020) decode latent by latent in CompressAI's own loop and are not covered.
+integer codes); anything else raises :class:`ExactPathError`. Autoregressive models (mbt2018,
+cheng2020) also run their context model and entropy-parameter network exactly, inside licq's
+raster-order loops (:mod:`licq.codec.ar`). A synthesis whose layers the path does not cover
+(cheng2020's residual and attention blocks) stays float: decoding is then still correct
+everywhere, but the reconstruction may differ in the last bits between machines.
 """
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -119,6 +123,17 @@ class _ExactConv(nn.Module):
         self.groups = layer.groups
         self.output_padding = getattr(layer, "output_padding", 0)
 
+    def requant(self, acc: Tensor) -> Tensor:
+        y = torch.round(acc) * self.mult.reshape(1, -1, 1, 1)
+        if self.bias is not None:
+            y = y + self.bias.reshape(1, -1, 1, 1)
+        return y
+
+    def forward_unpadded(self, x: Tensor) -> Tensor:
+        """The convolution without padding (the context model on a k×k crop)."""
+        return self.requant(F.conv2d(self.inp.codes(x), self.w, None, self.stride, 0,
+                                     self.dilation, self.groups))
+
     def forward(self, x: Tensor) -> Tensor:
         q = self.inp.codes(x)
         if self.transposed:
@@ -126,10 +141,7 @@ class _ExactConv(nn.Module):
                                      self.output_padding, self.groups, self.dilation)
         else:
             acc = F.conv2d(q, self.w, None, self.stride, self.padding, self.dilation, self.groups)
-        y = torch.round(acc) * self.mult.reshape(1, -1, 1, 1)
-        if self.bias is not None:
-            y = y + self.bias.reshape(1, -1, 1, 1)
-        return y
+        return self.requant(acc)
 
 
 class _ExactGDN(nn.Module):
@@ -163,6 +175,15 @@ class _ExactGDN(nn.Module):
         return xr * norm if self.inverse else xr / norm
 
 
+class _ExactShuffle(nn.Module):
+    def __init__(self, layer: nn.PixelShuffle) -> None:
+        super().__init__()
+        self.r = layer.upscale_factor
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.pixel_shuffle(x, self.r)  # a permutation: exact
+
+
 class _ExactAct(nn.Module):
     def __init__(self, layer: nn.Module) -> None:
         super().__init__()
@@ -191,6 +212,10 @@ class ExactSequential(nn.Module):
                 steps.append(_ExactGDN(full, layer))
             elif isinstance(layer, nn.ReLU | nn.LeakyReLU):
                 steps.append(_ExactAct(layer))
+            elif isinstance(layer, nn.PixelShuffle):
+                steps.append(_ExactShuffle(layer))
+            elif isinstance(layer, nn.Sequential):  # e.g. CompressAI's subpel_conv3x3
+                steps.extend(ExactSequential(layer, full).steps)
             elif isinstance(layer, nn.Identity):
                 continue
             else:
@@ -207,8 +232,31 @@ class ExactSequential(nn.Module):
         return y.float()
 
 
-#: per architecture family: the Sequential attributes that decide the entropy decoder's state
-#: (run exactly at encode and decode) and the synthesis (run exactly at decode).
+class ExactAR:
+    """The context model and entropy-parameter network of an autoregressive model, exact."""
+
+    def __init__(self, model: nn.Module) -> None:
+        cp = model.context_prediction
+        if type(cp).__name__ != "QMaskedConv2d":
+            raise ExactPathError("context_prediction is not quantized")
+        self.conv = _ExactConv("context_prediction", cp)
+        self.params = ExactSequential(model.entropy_parameters, "entropy_parameters")
+
+    def to(self, device: torch.device) -> ExactAR:
+        self.conv.to(device)
+        self.params.to(device)
+        return self
+
+    def context(self, crop: Tensor) -> Tensor:
+        return self.conv.forward_unpadded(crop).float()
+
+    def entropy_parameters(self, x: Tensor) -> Tensor:
+        return self.params(x)
+
+
+#: the Sequential attributes that decide the entropy decoder's state (run exactly at encode and
+#: decode; autoregressive models add their context model) and the synthesis (exact at decode
+#: where its layers allow, e.g. not cheng2020's residual blocks).
 ENTROPY_PATH = ("h_s",)
 SYNTHESIS = ("g_s",)
 
@@ -222,21 +270,35 @@ def exact_supported(model: nn.Module) -> bool:
 
 
 def check_exact(model: nn.Module) -> None:
-    """Raise :class:`ExactPathError` unless ``model`` can run on the exact path."""
-    if hasattr(model, "context_prediction"):
-        raise ExactPathError(
-            f"{type(model).__name__} has an autoregressive context model, which the exact path "
-            "does not cover")
-    for attr in ENTROPY_PATH + SYNTHESIS:
+    """Raise :class:`ExactPathError` unless ``model``'s entropy path can run exactly."""
+    for attr in ENTROPY_PATH:
         seq = getattr(model, attr, None)
         if not isinstance(seq, nn.Sequential):
             raise ExactPathError(f"{type(model).__name__} has no Sequential {attr}")
         ExactSequential(seq, attr)
+    if hasattr(model, "context_prediction"):
+        if getattr(model, "_compress_ar", None) is None or not isinstance(
+                getattr(model._compress_ar, "__func__", None), types.FunctionType) or \
+                model._compress_ar.__func__.__module__ != "licq.codec.ar":
+            raise ExactPathError(f"{type(model).__name__}'s autoregressive loops are not licq's "
+                                 "(quantize the model with licq first)")
+        ExactAR(model)
+
+
+def _exact_synthesis(model: nn.Module) -> nn.Module | None:
+    seq = getattr(model, "g_s", None)
+    if not isinstance(seq, nn.Sequential):
+        return None
+    try:
+        return ExactSequential(seq, "g_s")
+    except ExactPathError:
+        return None
 
 
 @contextmanager
 def exact_paths(model: nn.Module, synthesis: bool = True) -> Iterator[nn.Module]:
-    """Swap ``h_s`` (and with ``synthesis`` also ``g_s``) for their exact versions while inside.
+    """Swap ``h_s`` (and the context model of autoregressive models) for exact versions while
+    inside; with ``synthesis`` also ``g_s`` where its layers allow (otherwise it stays float).
 
     The exact modules are built once per model and cached on it (``model._licq_exact``).
     """
@@ -245,14 +307,23 @@ def exact_paths(model: nn.Module, synthesis: bool = True) -> Iterator[nn.Module]
         check_exact(model)
         device = next(model.parameters()).device
         cache = {attr: ExactSequential(getattr(model, attr), attr).to(device)
-                 for attr in ENTROPY_PATH + SYNTHESIS}
+                 for attr in ENTROPY_PATH}
+        g_s = _exact_synthesis(model)
+        if g_s is not None:
+            cache["g_s"] = g_s.to(device)
+        if hasattr(model, "context_prediction"):
+            cache["ar"] = ExactAR(model).to(device)
         object.__setattr__(model, "_licq_exact", cache)
-    attrs = ENTROPY_PATH + (SYNTHESIS if synthesis else ())
+    attrs = [a for a in ENTROPY_PATH + (SYNTHESIS if synthesis else ()) if a in cache]
     saved = {a: model._modules[a] for a in attrs}
     try:
         for a in attrs:
             model._modules[a] = cache[a]
+        if "ar" in cache:
+            object.__setattr__(model, "_licq_ar_exact", cache["ar"])
         yield model
     finally:
         for a, m in saved.items():
             model._modules[a] = m
+        if "ar" in cache:
+            object.__delattr__(model, "_licq_ar_exact")
