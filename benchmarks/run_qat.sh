@@ -59,6 +59,9 @@ case ${1:-main} in
     ;;
   dq-gamma)  # a stronger bits penalty (γ of L_bits) than the preset's 0.01
     PREFIX=dq run 4-6-8-gamma0.05 --preset dynaquant --candidates 4 6 8 --bits-weight 0.05
+    b=$(.venv/bin/python -c "import json,sys; print(round(json.load(open(sys.argv[1]))['licq']['mean_bits']))" \
+        "benchmarks/results/dq-$ARCH-4-6-8-gamma0.05.json")
+    PREFIX=dq run "static-w$b" --preset dynaquant-q --w-bits "$b" --a-bits "$b"
     ;;
   *) echo "usage: $0 main|ablations|dq|dq-gamma" >&2; exit 2 ;;
 esac
