@@ -45,21 +45,42 @@ VARIANTS = ("fp32", "w8a8-float", "w8a8-exact")
 TIME_BOUND = 10.0  # seconds per fuzz case
 
 
-def _models(quality: int, device: str = "cpu"):  # noqa: ANN202
-    """variant -> (model, model id, exact)."""
+def _models(quality: int, device: str = "cpu", arch: str | None = None, work: Path | None = None):  # noqa: ANN202
+    """variant -> (model, model id, exact). Default: the embedded ScaleHyperprior and its packed
+    W8A8 model; another ``arch``: its committed baseline (benchmarks/models) and a W8A8 PTQ of it
+    (bundled calibration crops), packed once into ``work`` so every process loads the same file."""
     from licq.codec.api import default_packed_models, model_id
     from licq.defaults import DEFAULT_ARCH, default_checkpoints
     from licq.export import load_quantized
     from licq.models import load_model
 
-    packed = default_packed_models()[quality]
-    fp32_path = default_checkpoints()[quality]
-    fp32 = load_model(DEFAULT_ARCH, checkpoint=fp32_path).eval().to(device)
+    if arch in (None, DEFAULT_ARCH):
+        arch = DEFAULT_ARCH
+        packed = default_packed_models()[quality]
+        fp32_path = default_checkpoints()[quality]
+    else:
+        fp32_path = next((ROOT / "benchmarks" / "models").glob(f"{arch}-*-q{quality}.safetensors"))
+        packed = work / f"{arch}-q{quality}-w8a8.safetensors"
+        if not packed.is_file():
+            from licq.api import QuantConfig
+            from licq.defaults import default_calibration_dir
+            from licq.export import export_packed
+            from licq.models import get_adapter
+            from licq.models.loading import infer_args
+            from licq.ptq import post_training_quantize
+
+            m = load_model(arch, checkpoint=fp32_path)
+            post_training_quantize(m, QuantConfig.uniform(8, 8), default_calibration_dir(),
+                                   num_crops=32, seed=0, progress=False)
+            packed.parent.mkdir(parents=True, exist_ok=True)
+            export_packed(m, packed, arch=arch, sizes=infer_args(get_adapter(arch), m.state_dict()),
+                          config=QuantConfig.uniform(8, 8), quality=quality)
+    fp32 = load_model(arch, checkpoint=fp32_path).eval().to(device)
     q = load_quantized(packed)[0].eval().to(device)
     return {"fp32": (fp32, model_id(fp32_path), False),
             "w8a8-float": (q, model_id(packed), False),
             "w8a8-exact": (q, model_id(packed), True)}, {"fp32": str(fp32_path.name),
-                                                         "packed": str(packed.name)}
+                                                         "packed": str(packed.name), "arch": arch}
 
 
 def _digest(x: torch.Tensor) -> str:
@@ -83,8 +104,8 @@ def encode(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(2)
     work = Path(args.work)
-    models, names = _models(args.quality)
-    images = list_images(args.kodak)
+    models, names = _models(args.quality, arch=args.arch, work=work)
+    images = list_images(args.kodak)[: args.max_images]
     ref = {"threads": 2, "quality": args.quality, "models": names, "images": [p.name for p in images],
            "variants": {}}
     for v, (model, mid, exact) in models.items():
@@ -119,7 +140,7 @@ def decode(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     ref = json.loads((work / "encode.json").read_text())
-    models, _ = _models(ref["quality"], args.device)
+    models, _ = _models(ref["quality"], args.device, ref["models"].get("arch"), work)
     out = {"threads": args.threads, "batch": args.batch, "device": args.device,
            "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
            "variants": {}}
@@ -219,7 +240,7 @@ def fuzz(args: argparse.Namespace) -> dict:
     torch.set_num_threads(1)
     work = Path(args.work)
     ref = json.loads((work / "encode.json").read_text())
-    models, _ = _models(ref["quality"])
+    models, _ = _models(ref["quality"], arch=ref["models"].get("arch"), work=work)
     model, mid, _ = models["w8a8-exact"]
     files = sorted((work / "w8a8-exact").glob("*.licq"))
     seeds = [f.read_bytes() for f in files]
@@ -272,8 +293,10 @@ def run(args: argparse.Namespace) -> None:
     work = Path(args.work)
     me = [sys.executable, __file__]
     common = ["--work", str(work)]
-    subprocess.run([*me, "encode", *common, "--kodak", args.kodak, "-q", str(args.quality)],
-                   check=True)
+    extra_enc = (["--arch", args.arch] if args.arch else []) + (
+        ["--max-images", str(args.max_images)] if args.max_images else [])
+    subprocess.run([*me, "encode", *common, "--kodak", args.kodak, "-q", str(args.quality),
+                    *extra_enc], check=True)
     decodes = {"cross_process_1thread": ["--threads", "1", "--batch", "1"],
                "cross_process_2threads_batch2": ["--threads", "2", "--batch", "2"]}
     for name, extra in decodes.items():
@@ -285,7 +308,8 @@ def run(args: argparse.Namespace) -> None:
 
 def write_results(work: Path, args: argparse.Namespace, prov: dict, fz: dict | None) -> None:
     enc = json.loads((work / "encode.json").read_text())
-    out = {"name": "licq-codec-determinism", "arch": "bmshj2018-hyperprior",
+    arch = enc["models"].get("arch", "bmshj2018-hyperprior")
+    out = {"name": "licq-codec-determinism", "arch": arch,
            "quality": enc["quality"], "models": enc["models"], "images": len(enc["images"]),
            "encode": {"threads": 2, "process": "one process encodes all, and decodes each file "
                                                "once (the encoder-side reconstruction)"},
@@ -335,7 +359,8 @@ def write_results(work: Path, args: argparse.Namespace, prov: dict, fz: dict | N
                           for name in sorted({k for v in VARIANTS for k in out["variants"][v]
                                               if isinstance(out["variants"][v][k], dict)})}
     out["fuzz"] = fz
-    out["procedure"] = (
+    out["procedure"] = "`codec_determinism.py run` (the command below)" if not (
+        work / "cross_device_gpu.json").is_file() else (
         "encode, the encoder-side decode, the two local decodes and the fuzz run: "
         "`codec_determinism.py run --work runs/codec --fuzz-seconds 900`; other machine: the "
         "`.licq` files and encode.json copied to the device tool's machine and decoded there with "
@@ -345,7 +370,7 @@ def write_results(work: Path, args: argparse.Namespace, prov: dict, fz: dict | N
         "below)")
     out["licq"] = {"command": prov["command"], "commit": prov["commit"], "date": prov["date"],
                    "machine": prov["machine"]}
-    dst = ROOT / "benchmarks" / "results" / "codec-bmshj2018-hyperprior.json"
+    dst = ROOT / "benchmarks" / "results" / f"codec-{arch}.json"
     dst.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {dst}")
 
@@ -364,6 +389,9 @@ def main() -> None:
         p.add_argument("-o", "--output", default=None)
         p.add_argument("--seconds", "--fuzz-seconds", dest="fuzz_seconds", type=float, default=600)
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--arch", default=None, help="another architecture's committed baseline "
+                       "(benchmarks/models), quantized to W8A8 here")
+        p.add_argument("--max-images", type=int, default=None)
     args = ap.parse_args()
     args.seconds = args.fuzz_seconds
     if args.cmd == "encode":

@@ -399,6 +399,25 @@ def codec_section() -> str:
                    "machine only hashes were compared, so how far those decodes were off is not "
                    "measured.")
         out.append("")
+    for g in sorted(RESULTS.glob("codec-*.json")):
+        if g == f:
+            continue
+        o = json.loads(g.read_text())
+        runs_o = [r for r in names if r in o["decode_runs"]]
+        out += [f"`{g.relative_to(ROOT)}` ({o['arch']}, q{o['quality']}, W8A8 PTQ of the committed "
+                f"baseline; {o['images']} Kodak images, encoded with 2 threads):", "",
+                "| variant | bpp | PSNR (dB) | encode / decode s | "
+                + " | ".join(names[r] for r in runs_o) + " | lowest PSNR vs encoder side, "
+                "1 thread |", "|---" * (5 + len(runs_o)) + "|"]
+        for v, e in o["variants"].items():
+            cells = ["{}/{}".format(*o["decode_runs"][r][v]) for r in runs_o]
+            low = e.get("cross_process_1thread", {}).get("min_psnr_vs_encoder_side")
+            out.append(f"| {v} | {e['bpp_mean']:.4f} | {e['psnr_mean']:.3f} | "
+                       f"{e['encode_seconds_mean']:.2f} / {e['decode_seconds_mean_encoder_side']:.2f}"
+                       " | " + " | ".join(cells) + f" | {low:.1f} dB |")
+        out += ["", "Its synthesis (residual blocks) is not on the exact path, so only the "
+                "entropy decoding is guaranteed reproducible there; the reconstructions that "
+                "differ are off in the last bits (the PSNR column).", ""]
     if fz:
         kinds = ", ".join(f"{k}: {sum(v.values())}" for k, v in sorted(fz["by_kind"].items()))
         out.append(f"Fuzz (`codec_determinism.py fuzz`): {fz['cases']:,} mutated files in "
