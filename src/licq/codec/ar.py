@@ -43,50 +43,52 @@ def _context_fns(model: nn.Module, decoding: bool) -> tuple[Fn, Fn]:
     return ctx, model.entropy_parameters
 
 
-def ar_compress(self, y_hat, params, height, width, kernel_size, padding):  # noqa: ANN001, ANN201
-    """CompressAI's ``_compress_ar`` with licq's context functions."""
+def _tables(gc: nn.Module) -> tuple[list, list, list]:
+    return gc.quantized_cdf.tolist(), gc.cdf_length.tolist(), gc.offset.tolist()
+
+
+def _raster(self, y_hat, params, height, width, kernel_size, decoding):  # noqa: ANN001, ANN202
+    """Yield ``(h, w, crop, means, indexes)`` in raster order. The consumer writes position
+    (h, w) of ``y_hat`` before asking for the next one: the next context reads it."""
+    ctx, entropy_parameters = _context_fns(self, decoding)
     gc = self.gaussian_conditional
-    cdf, cdf_lengths, offsets = gc.quantized_cdf.tolist(), gc.cdf_length.tolist(), gc.offset.tolist()
-    encoder = BufferedRansEncoder()
-    symbols, indexes_all = [], []
-    ctx, entropy_parameters = _context_fns(self, decoding=False)
     for h in range(height):
         for w in range(width):
             y_crop = y_hat[:, :, h:h + kernel_size, w:w + kernel_size]
-            ctx_p = ctx(y_crop)
             p = params[:, :, h:h + 1, w:w + 1]
-            gaussian_params = entropy_parameters(torch.cat((p, ctx_p), dim=1))
-            gaussian_params = gaussian_params.squeeze(3).squeeze(2)
-            scales_hat, means_hat = gaussian_params.chunk(2, 1)
-            indexes = gc.build_indexes(scales_hat)
-            y_c = y_crop[:, :, padding, padding]
-            y_q = gc.quantize(y_c, "symbols", means_hat)
-            y_hat[:, :, h + padding, w + padding] = y_q + means_hat
-            symbols.extend(y_q.squeeze().tolist())
-            indexes_all.extend(indexes.squeeze().tolist())
-    encoder.encode_with_indexes(symbols, indexes_all, cdf, cdf_lengths, offsets)
+            gaussian_params = entropy_parameters(torch.cat((p, ctx(y_crop)), dim=1))
+            scales_hat, means_hat = gaussian_params.chunk(2, 1)  # (1, M, 1, 1) each
+            yield h, w, y_crop, means_hat, gc.build_indexes(scales_hat)
+
+
+def ar_compress(self, y_hat, params, height, width, kernel_size, padding):  # noqa: ANN001, ANN201
+    """CompressAI's ``_compress_ar`` with licq's context functions."""
+    gc = self.gaussian_conditional
+    symbols, indexes_all = [], []
+    for h, w, y_crop, means_hat, indexes in _raster(self, y_hat, params, height, width,
+                                                    kernel_size, decoding=False):
+        centre = y_crop[:, :, padding:padding + 1, padding:padding + 1]
+        y_q = gc.quantize(centre, "symbols", means_hat)
+        y_hat[:, :, h + padding:h + padding + 1, w + padding:w + padding + 1] = y_q + means_hat
+        symbols.extend(y_q.squeeze().tolist())
+        indexes_all.extend(indexes.squeeze().tolist())
+    encoder = BufferedRansEncoder()
+    encoder.encode_with_indexes(symbols, indexes_all, *_tables(gc))
     return encoder.flush()
 
 
 def ar_decompress(self, y_string, y_hat, params, height, width, kernel_size, padding):  # noqa: ANN001, ANN201
     """CompressAI's ``_decompress_ar`` with licq's context functions."""
     gc = self.gaussian_conditional
-    cdf, cdf_lengths, offsets = gc.quantized_cdf.tolist(), gc.cdf_length.tolist(), gc.offset.tolist()
+    tables = _tables(gc)
     decoder = RansDecoder()
     decoder.set_stream(y_string)
-    ctx, entropy_parameters = _context_fns(self, decoding=True)
-    for h in range(height):
-        for w in range(width):
-            y_crop = y_hat[:, :, h:h + kernel_size, w:w + kernel_size]
-            ctx_p = ctx(y_crop)
-            p = params[:, :, h:h + 1, w:w + 1]
-            gaussian_params = entropy_parameters(torch.cat((p, ctx_p), dim=1))
-            scales_hat, means_hat = gaussian_params.chunk(2, 1)
-            indexes = gc.build_indexes(scales_hat)
-            rv = decoder.decode_stream(indexes.squeeze().tolist(), cdf, cdf_lengths, offsets)
-            rv = torch.tensor(rv, dtype=y_hat.dtype, device=y_hat.device).reshape(1, -1, 1, 1)
-            rv = gc.dequantize(rv, means_hat)
-            y_hat[:, :, h + padding:h + padding + 1, w + padding:w + padding + 1] = rv
+    for h, w, _, means_hat, indexes in _raster(self, y_hat, params, height, width, kernel_size,
+                                               decoding=True):
+        rv = decoder.decode_stream(indexes.squeeze().tolist(), *tables)
+        rv = torch.tensor(rv, dtype=y_hat.dtype, device=y_hat.device).reshape(1, -1, 1, 1)
+        y_hat[:, :, h + padding:h + padding + 1, w + padding:w + padding + 1] = gc.dequantize(
+            rv, means_hat)
 
 
 def install_ar_paths(model: nn.Module) -> bool:
