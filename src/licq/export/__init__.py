@@ -1,4 +1,5 @@
-"""Deployment: packed low-bit model files (integer backends and ONNX to come)."""
+"""Deployment: packed low-bit model files, sub-pixel rewrite, QDQ ONNX export and the ONNX
+Runtime int8 backend (licq.export.onnx)."""
 
 from licq.export.packed import PackedModelError, export_packed, load_quantized, read_packed_metadata
 from licq.export.packing import PackingError, pack, unpack
