@@ -289,7 +289,11 @@ def dq_section() -> str:
                 f"| {f.stem.removeprefix(f'dq-{arch}-')} | {_bd(anchor, r)} | static | "
                 f"{_mean([x['weight_ratio'] for x in _sizes(r)]):.2f}x (stored) | — | "
                 f"{_mean(lq['steps']):.0f} |")
-        out += ["", f"Per-image choices: `benchmarks/results/dq-{arch}-*.bits.png`.", ""]
+        out += ["", "`static-wB`: `--preset dynaquant-q` (DPA + DGM) at uniform B-bit weights and "
+                "activations, with h_a, h_s and each side's first layer at 8 bits — the comparator "
+                "at a dynamic run's rounded mean bits. Dynamic rows count the float selector MLPs "
+                "in the bits read; static rows give the stored weight ratio. "
+                f"Per-image choices: `benchmarks/results/dq-{arch}-*.bits.png`.", ""]
     return "\n".join(out) if out else "No dynamic-bit-width results yet."
 
 
