@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -58,10 +59,7 @@ def compress_image(
     h, w = x.shape[-2:]
     x_pad, _ = pad_to_multiple(x, pad_multiple)
     model.eval()
-    if exact:
-        with exact_paths(model, synthesis=False):
-            enc = model.compress(x_pad)
-    else:
+    with exact_paths(model, synthesis=False) if exact else nullcontext():
         enc = model.compress(x_pad)
     strings = [[bytes(s) for s in group] for group in enc["strings"]]
     return Container(mid, h, w, tuple(int(v) for v in enc["shape"]), strings,
@@ -84,10 +82,7 @@ def decompress_bytes(model: nn.Module, mid: bytes, data: bytes, pad_multiple: in
         raise CodecFormatError("one image per file: every string group must hold one string")
     model.eval()
     try:
-        if c.flags & FLAG_EXACT:
-            with exact_paths(model):
-                out = model.decompress(c.strings, list(c.shape))
-        else:
+        with exact_paths(model) if c.flags & FLAG_EXACT else nullcontext():
             out = model.decompress(c.strings, list(c.shape))
     except (RuntimeError, ValueError, IndexError) as e:  # inconsistent strings of a valid file
         raise CodecFormatError(f"the entropy-coded data cannot be decoded ({e})") from None

@@ -50,7 +50,7 @@ from torch import Tensor
 
 from licq.errors import LicqError
 from licq.quant.modules import QGDN, QConv2d, QConvTranspose2d
-from licq.quant.primitives import quantize_int
+from licq.quant.primitives import channel_view, dequantize, quantize_int
 
 _EXACT_LIMIT = 2.0**52  # largest |integer| a float64 sum may reach and stay exact (with margin)
 
@@ -83,9 +83,9 @@ class _ExactInput:
 
     def codes(self, x: Tensor) -> Tensor:
         """``q − z`` as float64 integers."""
-        q = torch.clamp(torch.round(x.double() / self.scale.to(x.device)) + self.zero_point.to(x.device),
-                        self.qmin, self.qmax)
-        return q - self.zero_point.to(x.device)
+        zp = self.zero_point.to(x.device)
+        q = quantize_int(x.double(), self.scale.to(x.device), zp, self.qmin, self.qmax, None)
+        return q - zp
 
     @property
     def max_abs(self) -> float:
@@ -97,9 +97,7 @@ def _weight_codes(layer: nn.Module) -> tuple[Tensor, Tensor]:
     fq = layer.weight_quant
     scale, zp = fq.current_qparams()
     w = layer.effective_weight().detach()
-    q = quantize_int(w, scale, zp, fq.qmin, fq.qmax, fq.axis)
-    q = q - (zp.reshape([-1 if d == fq.axis else 1 for d in range(w.dim())])
-             if fq.axis is not None else zp)
+    q = quantize_int(w, scale, zp, fq.qmin, fq.qmax, fq.axis) - channel_view(zp, w, fq.axis)
     return q.double(), scale.detach().double().reshape(-1)
 
 
@@ -160,7 +158,8 @@ class _ExactGDN(nn.Module):
         bq = layer.beta_quant
         b_scale, b_zp = bq.current_qparams()
         b_codes = quantize_int(layer.effective_beta().detach(), b_scale, b_zp, bq.qmin, bq.qmax, None)
-        self.register_buffer("beta", (b_codes.double() - b_zp.double()) * b_scale.double())
+        self.register_buffer("beta", dequantize(b_codes.double(), b_scale.double(),
+                                                b_zp.double(), None))
         self.abs_variant = layer.abs_variant
         self.inverse = layer.inverse
 

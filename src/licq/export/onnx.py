@@ -36,6 +36,7 @@ from torch import Tensor
 
 from licq.errors import LicqError
 from licq.quant.fake_quant import FakeQuantize
+from licq.quant.primitives import channel_view, fake_quantize
 
 PARTS = ("g_a", "h_a", "g_s", "h_s")
 OPSET = 17
@@ -56,10 +57,7 @@ def _qdq(fq: FakeQuantize, x: Tensor) -> Tensor:
     scale, zp = fq.current_qparams()
     scale, zp = scale.detach(), zp.detach()
     if fq.bits > 8:  # no 8-bit Q/DQ pair can hold it: float fake-quant
-        from licq.quant.primitives import channel_view
-
-        s, z = channel_view(scale, x, fq.axis), channel_view(zp, x, fq.axis)
-        return (torch.clamp(torch.round(x / s) + z, fq.qmin, fq.qmax) - z) * s
+        return fake_quantize(x, scale, zp, fq.qmin, fq.qmax, fq.axis)
     signed = fq.qmin < 0
     lo8, hi8 = (-128, 127) if signed else (0, 255)
     if fq.axis is None:
@@ -67,8 +65,6 @@ def _qdq(fq: FakeQuantize, x: Tensor) -> Tensor:
         if (fq.qmin, fq.qmax) != (lo8, hi8):  # a narrower grid: clip to it first
             x = torch.clamp(x, (fq.qmin - z) * s, (fq.qmax - z) * s)
         return torch.fake_quantize_per_tensor_affine(x, s, z, lo8, hi8)
-    from licq.quant.primitives import channel_view
-
     lo = channel_view((fq.qmin - zp) * scale, x, fq.axis)
     hi = channel_view((fq.qmax - zp) * scale, x, fq.axis)
     x = torch.minimum(torch.maximum(x, lo), hi)
@@ -204,13 +200,10 @@ def int8_backend(
 def layer_kernels(optimized_path: str | os.PathLike) -> dict[str, int]:
     """Counts of the convolution kernels in an ORT-optimised graph: ``QLinearConv`` (int8) vs
     ``Conv`` / ``FusedConv`` / ``NchwcConv`` (float)."""
-    import onnx
-
-    g = onnx.load(str(optimized_path))
     counts: dict[str, int] = {}
-    for n in g.graph.node:
-        if "Conv" in n.op_type:
-            counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    for ops in layer_kernel_map(optimized_path, "").values():
+        for op in ops.split("+"):
+            counts[op] = counts.get(op, 0) + 1
     return counts
 
 
