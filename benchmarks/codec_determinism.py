@@ -34,6 +34,7 @@ import sys
 import time
 import warnings
 import zlib
+from contextlib import nullcontext
 from pathlib import Path
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -170,10 +171,7 @@ def decode(args: argparse.Namespace) -> None:
                     strings = [[s for n in chunk for s in conts[n].strings[g]]
                                for g in range(len(conts[chunk[0]].strings))]
                     t0 = time.perf_counter()
-                    if exact:
-                        with exact_paths(model):
-                            x = model.decompress(strings, list(conts[chunk[0]].shape))["x_hat"]
-                    else:
+                    with exact_paths(model) if exact else nullcontext():
                         x = model.decompress(strings, list(conts[chunk[0]].shape))["x_hat"]
                     dt = (time.perf_counter() - t0) / len(chunk)
                     _, pad = pad_to_multiple(torch.empty(1, 1, h, w), 64)
