@@ -3,12 +3,17 @@
     python benchmarks/export_trained_baselines.py mbt2018-mean [--runs runs/baselines]
     python benchmarks/export_trained_baselines.py mbt2018-mean --continued
     python benchmarks/export_trained_baselines.py cheng2020-anchor --gpu runs/gpu3
+    python benchmarks/export_trained_baselines.py mbt2018-mean --continued-gpu runs/gpu4
 
 ``--gpu DIR`` exports the stages of ``gpu_train_stages.py`` (DIR/<arch>-q<q>/ from its tar files:
 weights without entropy-coder tables, train.json, train.log; the base's files beside q1). Those
 runs are short, so their auxiliary loss is still far from converged: the quantiles are first
 settled (``licq.qat.settle_quantiles``, 10,000 aux-only Adam steps, no data), then
 ``update(force=True)``; the manifest records the aux loss before and after.
+
+``--continued-gpu DIR`` does the same for a GPU continuation of the committed models
+(``gpu_train_stages.py --skip-cheng --mbt-init``; DIR/<arch>-q<q>/ from its tar files), with the
+quantiles settled as for ``--gpu``.
 
 ``--continued`` exports the runs of ``continue_baselines.sh`` (``<arch>-q<q>-cont``, started from
 the committed models): each quality's manifest entry keeps its earlier stages under ``stages`` and
@@ -43,6 +48,7 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "baselines")
     ap.add_argument("--continued", action="store_true")
     ap.add_argument("--gpu", type=Path, default=None)
+    ap.add_argument("--continued-gpu", type=Path, default=None)
     ap.add_argument("--settle-steps", type=int, default=10000)
     args = ap.parse_args()
     if args.gpu is not None:
@@ -50,6 +56,9 @@ def main() -> None:
         return
     if args.continued:
         continued(args)
+        return
+    if args.continued_gpu is not None:
+        continued_gpu(args)
         return
     out_dir = ROOT / "benchmarks" / "models"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -87,26 +96,66 @@ def continued(args: argparse.Namespace) -> None:
     for e in manifest["models"]:
         run = args.runs / f"{args.arch}-q{e['quality']}-cont"
         info = json.loads((run / "train.json").read_text())
-        previous = {k: e[k] for k in ("file", "sha256", "steps", "train_seconds", "init",
-                                      "command", "commit")}
-        stages = e.pop("stages", None)
-        if stages is None:  # first continuation: the entry itself is the first stage
-            stages = [previous]
         dst = out_dir / e["file"]
         sd = {k: v.contiguous() for k, v in read_state_dict(run / "model.pth.tar").items()}
         save_file(sd, str(dst), metadata={"arch": args.arch, "quality": str(e["quality"])})
         load_model(args.arch, checkpoint=dst)
-        stage = {"steps": info["steps"], "train_seconds": info["train_seconds"],
-                 "init": info["init"], "command": info["provenance"]["command"],
-                 "commit": info["provenance"]["commit"], "sha256": sha256_file(dst)}
-        e.update(sha256=stage["sha256"], command=stage["command"], commit=stage["commit"],
-                 init=stage["init"],
-                 steps=sum(s["steps"] for s in stages) + stage["steps"],
-                 train_seconds=sum(s["train_seconds"] for s in stages) + stage["train_seconds"])
-        e["stages"] = [*stages, stage]
+        _append_stage(e, {"steps": info["steps"], "train_seconds": info["train_seconds"],
+                          "init": info["init"], "command": info["provenance"]["command"],
+                          "commit": info["provenance"]["commit"], "sha256": sha256_file(dst)})
     manifest["recipe"] = "benchmarks/train_baselines.sh, then benchmarks/continue_baselines.sh"
     mpath.write_text(json.dumps(manifest, indent=1) + "\n")
     print(f"updated {len(manifest['models'])} models of {args.arch} with their continuation")
+
+
+def continued_gpu(args: argparse.Namespace) -> None:
+    """The committed models continued on the GPU (gpu_train_stages.py --mbt-init): settle the
+    quantiles, update(force=True), replace the files, append the stage to each manifest entry."""
+    import torch
+
+    torch.manual_seed(0)
+    out_dir = ROOT / "benchmarks" / "models"
+    mpath = out_dir / f"{args.arch}-manifest.json"
+    manifest = json.loads(mpath.read_text())
+    for e in manifest["models"]:
+        run = args.continued_gpu / f"{args.arch}-q{e['quality']}"
+        info = json.loads((run / "train.json").read_text())
+        if info.get("diverged"):
+            raise SystemExit(f"{run}: {info['note']}")
+        model = get_adapter(args.arch).build(*manifest["sizes"])
+        sd = read_state_dict(run / "model.safetensors")
+        loaded = warm_start(model, {k: v.float() for k, v in sd.items()})
+        missing = {k for k in set(sd) - set(loaded) if not k.endswith("scale_table")}
+        if missing:
+            raise SystemExit(f"{run}: tensors not loaded: {sorted(missing)}")
+        before, after = settle_quantiles(model, steps=args.settle_steps)
+        model.eval().update(force=True)
+        dst = out_dir / e["file"]
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(dst),
+                  metadata={"arch": args.arch, "quality": str(e["quality"])})
+        load_model(args.arch, checkpoint=dst)  # loads strictly
+        _append_stage(e, {**_summary(info), "sha256": sha256_file(dst),
+                          "settle_quantiles": {"steps": args.settle_steps,
+                                               "aux_loss_before": before, "aux_loss_after": after}})
+        print(f"q{e['quality']}: +{info['steps']} steps; aux loss {before:.1f} -> {after:.1f}")
+    manifest["recipe"] = ("benchmarks/train_baselines.sh, benchmarks/continue_baselines.sh, then "
+                          "benchmarks/gpu_train_stages.py --skip-cheng --mbt-init (GPU) and "
+                          "benchmarks/export_trained_baselines.py --continued-gpu")
+    mpath.write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def _append_stage(e: dict, stage: dict) -> None:
+    """Append a training stage to a manifest entry; steps and train_seconds become totals (the
+    stages may differ in batch and crop size: each stage records its own where known)."""
+    stages = e.pop("stages", None)
+    if stages is None:  # first continuation: the entry itself is the first stage
+        stages = [{k: e[k] for k in ("file", "sha256", "steps", "train_seconds", "init",
+                                     "command", "commit")}]
+    e.update(sha256=stage["sha256"], command=stage["command"], commit=stage["commit"],
+             init=stage["init"],
+             steps=sum(s["steps"] for s in stages) + stage["steps"],
+             train_seconds=sum(s["train_seconds"] for s in stages) + stage["train_seconds"])
+    e["stages"] = [*stages, stage]
 
 
 def _summary(info: dict) -> dict:

@@ -2,7 +2,8 @@
 
     python benchmarks/gpu_train_stages.py --data .devdata/train --runs runs/gpu --out $OUT \
         [--batch-size 16] [--cheng-base-s 160] [--cheng-q-s 40] [--mbt-q-s 25] \
-        [--mbt-init '.devdata/init/mbt2018-mean-N64M96-q{q}.safetensors']
+        [--mbt-init '.devdata/init/mbt2018-mean-N64M96-q{q}.safetensors'] [--mbt-lr 1e-4] \
+        [--skip-cheng] [--patch-size 128]
 
 Every stage is a `licq train` run (the same CLI entry point, called in-process so that Python,
 CUDA and the data are started once, and one stage runs at a time: benchmarks/README.md, "GPU
@@ -10,7 +11,9 @@ notes"):
   cheng2020-anchor N=64: base at λ=0.0067 from scratch (lr 3e-4), then q1..q4 from the base at
       CompressAI's λ (lr 1e-4);
   mbt2018-mean N=64 M=96: q1..q4 continued from the CPU-trained models of
-      benchmarks/models/ (lr 1e-4), when --mbt-init is given.
+      benchmarks/models/ (--mbt-lr), when --mbt-init is given. A stage that stops with
+      non-finite losses (TrainingDiverged) keeps its last checkpoint (every 500 steps): its
+      weights are packed with a train.json that says so (`diverged`, `steps`).
 After each quality stage, OUT/<stage>.tar holds its weights (cheng2020-anchor in float32;
 mbt2018-mean rounded to float16 with --mbt-fp16, to fit the device tool's 64 MiB of returned
 files), train.json and train.log (and, for cheng2020-anchor q1, the base's log and json), without
@@ -38,8 +41,9 @@ def pack(out: Path, stage: str, run: Path, fp16: bool, extra: list[Path]) -> Non
     from safetensors.torch import load_file, save
 
     sd = load_file(str(run / "model.safetensors"))
-    sd = {k: (v.half() if fp16 and v.is_floating_point() else v).contiguous()
-          for k, v in sd.items() if not k.endswith(TABLES)}
+    sd = {k: v.contiguous() for k, v in sd.items() if not k.endswith(TABLES)}
+    if fp16:
+        sd = half_safe(sd)
     blob = save(sd, metadata={"stage": stage, "dtype": "float16" if fp16 else "float32"})
     tmp = out / f".{stage}.tar"
     with tarfile.open(tmp, "w") as tar:
@@ -53,6 +57,25 @@ def pack(out: Path, stage: str, run: Path, fp16: bool, extra: list[Path]) -> Non
     os.replace(tmp, out / f"{stage}.tar")
 
 
+def half_safe(sd: dict) -> dict:
+    """Floating tensors as float16, except the constants float16 cannot hold: a scalar whose
+    non-zero value would round to 0 (the likelihood lower bounds, 1e-9, and the GDN pedestals,
+    2^-36) or any tensor that would overflow stays float32. Rounding those scalars to 0 made a
+    continuation from float16 weights diverge within steps (log of a zero likelihood): session
+    3's `TrainingDiverged`. Tiny entries of a weight tensor may round to 0 (GDN's reparametrised
+    γ/β are lower-bounded anyway)."""
+    import torch
+
+    out = {}
+    for k, v in sd.items():
+        if v.is_floating_point():
+            h = v.half()
+            lost = v.numel() == 1 and bool((h == 0) & (v != 0))
+            v = v.float() if lost or not bool(torch.isfinite(h).all()) else h
+        out[k] = v.contiguous()
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=".devdata/train")
@@ -60,31 +83,67 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--patch-size", type=int, default=128)
     ap.add_argument("--cheng-base-s", type=float, default=160)
     ap.add_argument("--cheng-q-s", type=float, default=40)
     ap.add_argument("--mbt-q-s", type=float, default=25)
     ap.add_argument("--mbt-init", default=None, help="path pattern with {q}")
     ap.add_argument("--mbt-fp16", action="store_true")
+    ap.add_argument("--mbt-lr", default="1e-4")
+    ap.add_argument("--skip-cheng", action="store_true")
     args = ap.parse_args()
     from licq.cli import main as licq
 
     args.out.mkdir(parents=True, exist_ok=True)
     common = ["-d", args.data, "--device", args.device, "--no-progress", "--log-every", "200",
-              "--checkpoint-every", "100000", "--batch-size", str(args.batch_size)]
+              "--checkpoint-every", "500", "--batch-size", str(args.batch_size),
+              "--patch-size", str(args.patch_size)]
     t_start = time.time()
 
-    def train(stage: str, *extra: str) -> Path:
+    def train(stage: str, *extra: str, keep_diverged: bool = False) -> Path | None:
         run = args.runs / stage
         t0 = time.time()
         rc = licq(["train", "-o", str(run), *common, *extra])
-        summary = json.loads((run / "train.json").read_text()) if rc == 0 else {}
+        if rc != 0 and keep_diverged and (run / "checkpoint.pth.tar").is_file():
+            salvage(run, stage)
+        summary = json.loads((run / "train.json").read_text()) if (run / "train.json").is_file() else {}
         print(f"[{time.time() - t_start:6.0f}s] {stage}: rc={rc} steps={summary.get('steps')} "
               f"train_s={summary.get('train_seconds', 0):.0f} wall_s={time.time() - t0:.0f} "
               f"last={summary.get('last')}", flush=True)
-        if rc != 0:
+        if not (run / "train.json").is_file():
+            if keep_diverged:  # the other stages still run
+                return None
             raise SystemExit(f"{stage} failed")
         return run
 
+    if not args.skip_cheng:
+        train_cheng(args, train)
+    if args.mbt_init:
+        for q in (1, 2, 3, 4):
+            run = train(f"mbt2018-mean-q{q}", "-a", "mbt2018-mean", "-N", "64", "-M", "96",
+                        "-q", str(q), "--lr", args.mbt_lr, "--seed", str(10 + q),
+                        "--max-seconds", str(args.mbt_q_s),
+                        "--init", args.mbt_init.format(q=q), keep_diverged=True)
+            if run is not None:
+                pack(args.out, f"mbt2018-mean-q{q}", run, args.mbt_fp16, [])
+    print(f"[{time.time() - t_start:6.0f}s] all stages done", flush=True)
+    return 0
+
+
+def salvage(run: Path, stage: str) -> None:
+    """After TrainingDiverged: the last checkpoint's weights become the stage's result."""
+    import torch
+    from safetensors.torch import save_file
+
+    ckpt = torch.load(run / "checkpoint.pth.tar", map_location="cpu", weights_only=True)
+    save_file({k: v.contiguous() for k, v in ckpt["model"].items()}, str(run / "model.safetensors"))
+    summary = {"steps": ckpt["step"], "train_seconds": ckpt["elapsed"], "diverged": True,
+               "note": f"{stage} stopped with non-finite losses; weights of the checkpoint at "
+                       f"step {ckpt['step']}", "meta": ckpt.get("meta")}
+    (run / "train.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def train_cheng(args: argparse.Namespace, train) -> None:  # noqa: ANN001
     base = train("cheng2020-anchor-base", "-a", "cheng2020-anchor", "-N", "64", "--lambda",
                  "0.0067", "--lr", "3e-4", "--max-seconds", str(args.cheng_base_s))
     for q in (1, 2, 3, 4):
@@ -93,15 +152,6 @@ def main() -> int:
                     "--init", str(base / "model.safetensors"))
         extra = [base / "train.json", base / "train.log"] if q == 1 else []
         pack(args.out, f"cheng2020-anchor-q{q}", run, False, extra)
-    if args.mbt_init:
-        for q in (1, 2, 3, 4):
-            run = train(f"mbt2018-mean-q{q}", "-a", "mbt2018-mean", "-N", "64", "-M", "96",
-                        "-q", str(q), "--lr", "1e-4", "--seed", str(10 + q),
-                        "--max-seconds", str(args.mbt_q_s),
-                        "--init", args.mbt_init.format(q=q))
-            pack(args.out, f"mbt2018-mean-q{q}", run, args.mbt_fp16, [])
-    print(f"[{time.time() - t_start:6.0f}s] all stages done", flush=True)
-    return 0
 
 
 if __name__ == "__main__":
