@@ -3,13 +3,14 @@
     python benchmarks/gpu_train_stages.py --data .devdata/train --runs runs/gpu --out $OUT \
         [--batch-size 16] [--cheng-base-s 160] [--cheng-q-s 40] [--mbt-q-s 25] \
         [--mbt-init '.devdata/init/mbt2018-mean-N64M96-q{q}.safetensors'] [--mbt-lr 1e-4] \
-        [--skip-cheng] [--patch-size 128]
+        [--skip-cheng | --cheng-init '.devdata/init/cheng2020-anchor-N64-q{q}.safetensors'] \
+        [--patch-size 128]
 
 Every stage is a `licq train` run (the same CLI entry point, called in-process so that Python,
 CUDA and the data are started once, and one stage runs at a time: benchmarks/README.md, "GPU
 notes"):
   cheng2020-anchor N=64: base at λ=0.0067 from scratch (lr 3e-4), then q1..q4 from the base at
-      CompressAI's λ (lr 1e-4);
+      CompressAI's λ (lr 1e-4); or, with --cheng-init, q1..q4 continued from those models;
   mbt2018-mean N=64 M=96: q1..q4 continued from the CPU-trained models of
       benchmarks/models/ (--mbt-lr), when --mbt-init is given. A stage that stops with
       non-finite losses (TrainingDiverged) keeps its last checkpoint (every 500 steps): its
@@ -91,6 +92,7 @@ def main() -> int:
     ap.add_argument("--mbt-fp16", action="store_true")
     ap.add_argument("--mbt-lr", default="1e-4")
     ap.add_argument("--skip-cheng", action="store_true")
+    ap.add_argument("--cheng-init", default=None, help="path pattern with {q}: continue these")
     args = ap.parse_args()
     from licq.cli import main as licq
 
@@ -144,6 +146,15 @@ def salvage(run: Path, stage: str) -> None:
 
 
 def train_cheng(args: argparse.Namespace, train) -> None:  # noqa: ANN001
+    if args.cheng_init:  # continue the committed models: no base stage
+        for q in (1, 2, 3, 4):
+            run = train(f"cheng2020-anchor-q{q}", "-a", "cheng2020-anchor", "-N", "64", "-q",
+                        str(q), "--lr", "1e-4", "--seed", str(20 + q), "--max-seconds",
+                        str(args.cheng_q_s), "--init", args.cheng_init.format(q=q),
+                        keep_diverged=True)
+            if run is not None:
+                pack(args.out, f"cheng2020-anchor-q{q}", run, False, [])
+        return
     base = train("cheng2020-anchor-base", "-a", "cheng2020-anchor", "-N", "64", "--lambda",
                  "0.0067", "--lr", "3e-4", "--max-seconds", str(args.cheng_base_s))
     for q in (1, 2, 3, 4):

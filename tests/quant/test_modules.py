@@ -122,6 +122,32 @@ def test_integer_inputs_stay_exact():
     assert iq(wide).tolist() == [[[[-399.0, 0.0, 300.0]]]]
 
 
+def test_latent_quantizer_in_training_adds_only_its_error_on_the_rounded_latent():
+    # while training, the entropy model hands over y + u (noise), not round(y): the quantizer of
+    # the decoded latent must not round that again (twice the latent noise of inference)
+    wrapper = nn.Sequential(nn.ConvTranspose2d(4, 4, 3))
+    quantize_(wrapper, QuantConfig(default=LayerQConfig(16, 8)))
+    y_hat = torch.randint(-60, 90, (2, 4, 6, 6)).float()
+    with calibrate(wrapper):
+        wrapper(y_hat)
+    iq = wrapper[0].input_quant
+    noisy = (y_hat + torch.rand(2, 4, 6, 6) * 0.98 - 0.49)  # rounds back into the range
+    noisy.requires_grad_(True)
+    iq.train()
+    out = iq(noisy)
+    assert torch.equal(out, noisy)  # step 1: the identity on the noisy latent
+    out.sum().backward()
+    assert torch.equal(noisy.grad, torch.ones_like(noisy))
+    iq.eval()
+    assert torch.equal(iq(noisy.detach()), torch.round(noisy.detach()))  # inference: rounds
+    # with an integer step of 3, training adds the error the quantizer makes on round(x)
+    iq.calibrate_static(torch.tensor([-400.0, 0.0, 300.0]).view(1, 1, 1, 3))
+    iq.train()
+    x = torch.tensor([-398.7, 0.2, 301.4]).view(1, 1, 1, 3)
+    expect = x + (torch.tensor([-399.0, 0.0, 300.0]).view(1, 1, 1, 3) - torch.round(x))
+    assert torch.allclose(iq(x), expect)
+
+
 def test_quantized_igdn_gradient_is_finite_at_a_zero_norm():
     from compressai.layers import GDN
 

@@ -64,6 +64,8 @@ class FakeQuantize(nn.Module):
             from licq.export.onnx import _qdq
 
             return _qdq(self, x)
+        if self.integer_step and self.training:
+            return self._train_latent(x)
         if self.qat_spec is not None:
             from licq.qat.quantizers import qat_fake_quantize
 
@@ -71,6 +73,22 @@ class FakeQuantize(nn.Module):
             return qat_fake_quantize(x, scale, zero_point, self.qmin, self.qmax, self.axis,
                                      self.qat_spec)
         return fake_quantize(x, self.scale, self.zero_point, self.qmin, self.qmax, self.axis)
+
+    def _train_latent(self, x: Tensor) -> Tensor:
+        """Training-time stand-in for a quantizer of decoded latents (ŷ, ẑ: ``integer_step``).
+
+        At inference its input is ``round(y)``; while training, CompressAI's entropy models hand
+        over ``y + u`` (uniform noise) instead. Quantizing that rounds the noisy latent again:
+        the synthesis would see twice the latent noise of inference (variance 1/6 instead of
+        1/12), and training answers with larger latents, i.e. a higher rate (measured: +3 % bpp
+        of ŷ after 300 QAT steps at W8A8, session 4). So only the error the quantizer makes on
+        the rounded latent is added (the identity when the step is 1 and the range holds it),
+        with a straight-through gradient.
+        """
+        scale, zero_point = self.current_qparams()
+        r = torch.round(x.detach())
+        err = fake_quantize(r, scale, zero_point, self.qmin, self.qmax, self.axis) - r
+        return x + err
 
     @torch.no_grad()
     def compute_qparams(self) -> None:
