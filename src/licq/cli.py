@@ -264,7 +264,10 @@ def _qat_settings(args: argparse.Namespace):  # noqa: ANN202
     spec = replace(spec, **overrides) if overrides else spec
     assert isinstance(spec, QATSpec)
     dyn = {k: v for k, v in {"bits_weight": args.bits_weight, "tau0": args.tau0,
-                             "tau_min": args.tau_min}.items() if v is not None}
+                             "tau_min": args.tau_min, "selector_hidden": args.selector_hidden,
+                             "selector_bits": args.selector_bits}.items() if v is not None}
+    if dyn.get("selector_bits") == 0:
+        dyn["selector_bits"] = None
     if args.candidates:
         dyn["dynamic_candidates"] = tuple(args.candidates)
     return replace(base, spec=spec, scale_lr=args.scale_lr, zero_point_lr=args.zp_lr,
@@ -887,6 +890,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--candidates", type=int, nargs="+",
                    help="dynamic bit-width candidates (dynaquant; default 4 6 8)")
     s.add_argument("--bits-weight", type=float, help="γ of the L_bits term (dynaquant; 0.01)")
+    s.add_argument("--selector-hidden", type=int, help="hidden units of each selector MLP (16)")
+    s.add_argument("--selector-bits", type=int,
+                   help="selector weight bits after training, 0 = float (8)")
     s.add_argument("--tau0", type=float, help="Gumbel temperature at the start (5)")
     s.add_argument("--tau-min", type=float, help="Gumbel temperature at the end (0.5)")
     s.add_argument("--rounding", choices=["ste", "dgm"], help="rounding gradient (default ste)")

@@ -149,6 +149,21 @@ def test_dynaquant_training_runs_and_reloads(tmp_path, crop_dir):
     with torch.no_grad():
         assert torch.equal(run.model(x)["x_hat"], again.model(x)["x_hat"])
         assert selections(run.model) == selections(again.model)
+    # the selectors' weights are stored at 8 bit and counted so in the bits read
+    from licq.eval.cost import CostMeter
+    from licq.quant.modules import QLinear
+
+    for side in dynamic_sides(again.model).values():
+        linears = [m for m in side.selector.mlp if isinstance(m, torch.nn.Linear)]
+        assert len(linears) == 2 and all(isinstance(m, QLinear) for m in linears)
+        for m in linears:
+            codes = m.quantized_weight() / m.weight_quant.scale.view(-1, 1)
+            assert torch.allclose(codes, codes.round(), atol=1e-4)
+            assert codes.abs().max() <= 127 + 1e-4
+    with CostMeter(again.model) as meter, torch.no_grad():
+        again.model(x)
+    sel = {k: v for k, v in meter.per_layer.items() if ".selector." in k}
+    assert len(sel) == 4 and all(v["w_bits"] == 8 for v in sel.values())
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 64, 96), (2, 5, 33, 47), (1, 3, 7, 5), (1, 2, 3, 4)])

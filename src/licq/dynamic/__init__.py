@@ -7,10 +7,11 @@ from licq.dynamic.selector import (
     bits_loss,
     dynamic_sides,
     make_dynamic,
+    quantize_selectors,
     selections,
     set_temperature,
     temperature,
 )
 
 __all__ = ["BitSelector", "DynamicLayer", "DynamicSide", "bits_loss", "dynamic_sides",
-           "make_dynamic", "selections", "set_temperature", "temperature"]
+           "make_dynamic", "quantize_selectors", "selections", "set_temperature", "temperature"]

@@ -38,7 +38,7 @@ SIDES = ("g_a", "g_s")
 class BitSelector(nn.Module):
     """Pool to ``pool``×``pool`` → flatten → Linear → ReLU → Dropout → Linear → (N, L, K) logits."""
 
-    def __init__(self, channels: int, num_layers: int, num_candidates: int, hidden: int = 64,
+    def __init__(self, channels: int, num_layers: int, num_candidates: int, hidden: int = 16,
                  pool: int = 5, dropout: float = 0.2) -> None:
         super().__init__()
         self.num_layers, self.num_candidates = num_layers, num_candidates
@@ -177,7 +177,7 @@ class DynamicSide(nn.Module):
 
 
 def make_dynamic(
-    model: nn.Module, candidates: Sequence[int] = (4, 6, 8), hidden: int = 64,
+    model: nn.Module, candidates: Sequence[int] = (4, 6, 8), hidden: int = 16,
 ) -> dict[str, DynamicSide]:
     """Turn the quantized layers of ``g_a`` and ``g_s`` after each side's first module into
     :class:`DynamicLayer` s (GDN/IGDN stay static) and give each side a selector. In place."""
@@ -209,6 +209,22 @@ def make_dynamic(
         setattr(model, side, dyn)
         sides[side] = dyn
     return sides
+
+
+def quantize_selectors(model: nn.Module, bits: int = 8) -> None:
+    """Weights of both selectors' linear layers to ``bits`` (per output channel, min-max,
+    weight-only; in place). Done once after training: the selectors train in float (the last
+    layer starts at zero, no range to calibrate), and their weights are read for every image, so
+    at 32 bits they would weigh on the bits read as much as a fifth of the transforms."""
+    from licq.api import LayerQConfig
+    from licq.quant.modules import QLinear
+
+    cfg = LayerQConfig(w_bits=bits, a_bits=None)
+    for side in dynamic_sides(model).values():
+        mlp = side.selector.mlp
+        for i, mod in enumerate(mlp):
+            if type(mod) is nn.Linear:
+                mlp[i] = QLinear.from_float(mod, cfg)
 
 
 def _first_output_channels(first: nn.Module) -> int:
