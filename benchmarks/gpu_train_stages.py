@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-TABLES = ("_quantized_cdf", "_offset", "_cdf_length")
+from licq.models.loading import CODER_TABLES as TABLES  # noqa: E402
 
 
 def pack(out: Path, stage: str, run: Path, fp16: bool, extra: list[Path]) -> None:

@@ -67,17 +67,36 @@ def baselines_section() -> str:
         if others:
             out += ["", f"BD-rate against the {ANCHOR} baseline (negative = fewer bits); overlap = "
                     "share of the tested curve's log-bpp range inside the anchor's (where it is small, "
-                    "BD figures extrapolate):", "",
+                    "BD figures extrapolate); Δ PSNR at equal bpp = each point's PSNR minus the "
+                    "anchor's, interpolated linearly in log-bpp (points outside the anchor's range: "
+                    "—):", "",
                     "| architecture | BD-rate PSNR (%) | BD-PSNR (dB) | BD-rate MS-SSIM (%) | "
-                    "overlap |", "|---|---|---|---|---|"]
+                    "overlap | Δ PSNR at equal bpp, q1…q4 (dB) |", "|---|---|---|---|---|---|"]
             for a in others:
                 r = results[a]
+                deltas = " / ".join("—" if d is None else f"{d:+.2f}"
+                                    for d in _delta_at_equal_rate(anchor, r))
                 out.append(f"| {a} | {bd_rate(anchor, r):+.2f} | {bd_psnr(anchor, r):+.3f} | "
                            f"{bd_rate(anchor, r, 'ms-ssim-rgb'):+.2f} | "
-                           f"{100 * _overlap(anchor, r):.0f} % |")
+                           f"{100 * _overlap(anchor, r):.0f} % | {deltas} |")
     plot_rd(list(results.values()), RESULTS / "rd-baselines.png",
             title="licq FP32 baselines, Kodak-24, real bitstreams")
     return "\n".join(out)
+
+
+def _delta_at_equal_rate(anchor: dict, r: dict) -> list[float | None]:
+    """Each point's PSNR minus the anchor curve's at the same bpp (linear in log-bpp)."""
+    import numpy as np
+
+    ab = np.log(np.asarray(anchor["results"]["bpp"]))
+    ap = np.asarray(anchor["results"]["psnr-rgb"])
+    order = np.argsort(ab)
+    out: list[float | None] = []
+    for bpp, psnr in zip(r["results"]["bpp"], r["results"]["psnr-rgb"], strict=True):
+        x = float(np.log(bpp))
+        inside = ab.min() <= x <= ab.max()
+        out.append(float(psnr - np.interp(x, ab[order], ap[order])) if inside else None)
+    return out
 
 
 def _overlap(anchor: dict, r: dict) -> float:

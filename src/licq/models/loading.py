@@ -119,6 +119,10 @@ def load_strict(model: nn.Module, state_dict: dict[str, Tensor], arch: str) -> N
         raise CheckpointError(f"checkpoint does not match architecture {arch}: {detail}") from None
 
 
+#: the entropy coders' tables that ``update(force=True)`` rebuilds from the weights
+CODER_TABLES = ("_quantized_cdf", "_offset", "_cdf_length")
+
+
 def warm_start(model: nn.Module, state_dict: dict[str, Tensor]) -> list[str]:
     """Copy the tensors of ``state_dict`` whose name and shape match ``model``'s (a warm start).
 
@@ -126,7 +130,7 @@ def warm_start(model: nn.Module, state_dict: dict[str, Tensor]) -> list[str]:
     """
     own = model.state_dict()
     take = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape
-            and not k.endswith(("_quantized_cdf", "_offset", "_cdf_length"))}
+            and not k.endswith(CODER_TABLES)}
     # nn.Module's loader: CompressAI's insists on the CDF tables, which a warm start rebuilds.
     nn.Module.load_state_dict(model, take, strict=False)
     return sorted(take)
@@ -182,7 +186,7 @@ def load_model(
     return model
 
 
-ENTROPY_TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+ENTROPY_TABLES = (*CODER_TABLES, "scale_table")
 
 
 def resize_entropy_tables(model: nn.Module, state: dict[str, Tensor]) -> None:
