@@ -243,8 +243,8 @@ def qat_section() -> str:
         if anchor is None or not list(RESULTS.glob(f"qat-{arch}-*.json")):
             continue
         head = ["| setting | QAT: loss, clip, rounding, params | BD-rate PSNR (%) QAT | PTQ | goal | "
-                "weight ratio | steps / model | train s / model |",
-                "|---|---|---|---|---|---|---|---|"]
+                "weight ratio | steps / model | train s / model | code |",
+                "|---|---|---|---|---|---|---|---|---|"]
         main_rows, abl_rows = [], []
         for f in sorted(RESULTS.glob(f"qat-{arch}-*.json")):
             if f.stem.startswith("qat-probe"):
@@ -265,7 +265,8 @@ def qat_section() -> str:
                     goal_txt = f"≤ {goal:g}: n/a"
             row = (f"| {setting} | {_spec(r)} | {_bd(anchor, r)} | {ptq_bd} | {goal_txt} | "
                    f"{_mean([x['weight_ratio'] for x in sz]):.3f} | "
-                   f"{_mean(r['licq']['steps']):.0f} | {_mean(r['licq']['train_seconds']):.0f} |")
+                   f"{_mean(r['licq']['steps']):.0f} | {_mean(r['licq']['train_seconds']):.0f} | "
+                   f"{_code_label(r['licq']['commit'])} |")
             (main_rows if setting in QAT_MAIN else abl_rows).append((setting, row))
         main_rows.sort(key=lambda t: QAT_MAIN.index(t[0]))
         out += [f"**{arch}** (anchor `baselines-{arch}.json`; PTQ column: the same bits without "
@@ -279,11 +280,28 @@ def qat_section() -> str:
             c = read_results(control)
             out += [f"Control (`{control.name}`): the same loop, steps and learning rate on the "
                     f"FP32 models, no quantization: BD-rate {_bd(anchor, c)} %.", ""]
+        out += [f"Code: the commit that trained the row; “pre-fix” rows were trained before "
+                f"{LATENT_FIX} (latent quantizers rounded the noisy training latents again, "
+                "see above): compare them only with each other.", ""]
         out += ["Training: `benchmarks/run_qat.sh` (batch 8, 128 px crops of ../shared/data/train, "
                 "weight lr 1e-5, scale lr 1e-4, 1 CPU thread, calibration on 32 training crops); "
                 "evaluation: Kodak-24, real bitstreams. The budget is what one CPU session allows "
                 "(300 steps per model); see the control for what the loop alone does.", ""]
     return "\n".join(out) if out else "No QAT results yet."
+
+
+#: the commit that stopped QAT from rounding the noisy training latents twice
+LATENT_FIX = "e60620d"
+
+
+def _code_label(commit: str) -> str:
+    """``commit`` (may end in +dirty) short, marked “pre-fix” when it precedes LATENT_FIX."""
+    import subprocess
+
+    c = commit.removesuffix("+dirty")
+    before = subprocess.run(["git", "merge-base", "--is-ancestor", c, LATENT_FIX], cwd=ROOT,
+                            capture_output=True).returncode == 0 and not c.startswith(LATENT_FIX)
+    return f"{c[:7]}{' pre-fix' if before else ''}"
 
 
 def dq_section() -> str:

@@ -22,6 +22,10 @@ class FakeQuantize(nn.Module):
     quantization parameters); QAT may replace them with learnable parameters.
     """
 
+    #: True restores the behaviour before session 4 (training latents y + u quantized again),
+    #: for benchmarks/qat_latent_check.py only
+    requantize_training_latents = False
+
     def __init__(
         self, bits: int, symmetric: bool, axis: int | None = None, channels: int | None = None,
         observer: str = "minmax", unsigned: bool = False,
@@ -64,7 +68,7 @@ class FakeQuantize(nn.Module):
             from licq.export.onnx import _qdq
 
             return _qdq(self, x)
-        if self.integer_step and self.training:
+        if self.integer_step and self.training and not self.requantize_training_latents:
             return self._train_latent(x)
         if self.qat_spec is not None:
             from licq.qat.quantizers import qat_fake_quantize
