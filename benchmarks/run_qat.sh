@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # QAT results on the ScaleHyperprior baselines (issue 6), Kodak-24, real bitstreams.
 #   bash benchmarks/run_qat.sh main        # W8A8 and the FMPQ DP allocations at 4x / 6x / 8x
-#   bash benchmarks/run_qat.sh ablations   # one switch at a time against fmpq-6x
+#   bash benchmarks/run_qat.sh ablations [dpa dgm ...]  # one switch at a time against fmpq-6x
 #   bash benchmarks/run_qat.sh dq          # DynaQuant dynamic bits {4,6,8} and {6,8,10} (issue 7)
 #   bash benchmarks/run_qat.sh dq-gamma    # {4,6,8} with γ = 0.05 instead of 0.01
 #     -> benchmarks/results/dq-<arch>-<candidates>.json, then the static DPA+DGM configuration
@@ -41,12 +41,20 @@ case ${1:-main} in
     run fmpq-4x --preset fmpq --bit-config "$(fmpq 4x)"
     run fmpq-8x --preset fmpq --bit-config "$(fmpq 8x)"
     ;;
-  ablations)
-    run 6x-distortion-loss --preset fmpq --bit-config "$(fmpq 6x)" --loss distortion
-    run 6x-hard-clip --preset fmpq --bit-config "$(fmpq 6x)" --clip hard
-    run 6x-dgm --preset fmpq --bit-config "$(fmpq 6x)" --rounding dgm
-    run 6x-fixed --preset fmpq --bit-config "$(fmpq 6x)" --qparams fixed
-    run 6x-dpa --preset fmpq --bit-config "$(fmpq 6x)" --qparams dpa
+  ablations)  # all five, or: bash benchmarks/run_qat.sh ablations dpa dgm
+    shift
+    names=("$@")
+    [[ ${#names[@]} -gt 0 ]] || names=(distortion-loss hard-clip dgm fixed dpa)
+    for a in "${names[@]}"; do
+      case $a in
+        distortion-loss) run 6x-distortion-loss --preset fmpq --bit-config "$(fmpq 6x)" --loss distortion ;;
+        hard-clip) run 6x-hard-clip --preset fmpq --bit-config "$(fmpq 6x)" --clip hard ;;
+        dgm) run 6x-dgm --preset fmpq --bit-config "$(fmpq 6x)" --rounding dgm ;;
+        fixed) run 6x-fixed --preset fmpq --bit-config "$(fmpq 6x)" --qparams fixed ;;
+        dpa) run 6x-dpa --preset fmpq --bit-config "$(fmpq 6x)" --qparams dpa ;;
+        *) echo "unknown ablation $a" >&2; exit 2 ;;
+      esac
+    done
     ;;
   dq)
     PREFIX=dq run 4-6-8 --preset dynaquant --candidates 4 6 8

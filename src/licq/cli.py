@@ -532,7 +532,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         x = read_image(img)
         t0 = time.perf_counter()
         try:
-            data = compress_image(model, mid, x, exact=not args.float_path)
+            data = compress_image(model, mid, x, exact=not args.float_path, check=args.check)
         except ExactPathError as e:
             raise ExactPathError(f"{e}; use --float-path (decodes reliably only where float "
                                  "arithmetic matches this machine's)") from None
@@ -943,6 +943,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip licq's exact arithmetic path (models it cannot run, e.g. "
                         "weight-only quantized ones); such files decode reliably only where float "
                         "arithmetic matches the encoder's")
+    s.add_argument("--check", action="store_true",
+                   help="also decode here and store the CRC of that reconstruction (4 bytes, one "
+                        "more decode); `licq decompress` then fails unless its image is identical")
     s.add_argument("--force", action="store_true", help="overwrite existing outputs")
     s.add_argument("--threads", type=int)
     s.set_defaults(func=cmd_compress)

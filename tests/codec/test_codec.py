@@ -77,6 +77,42 @@ def test_float_path_files_decode_with_the_float_path(tiny_codec):
     assert torch.equal(decompress_bytes(model, mid, data), ref)
 
 
+def test_reconstruction_check_accepts_a_bit_exact_decode_and_catches_a_forged_one(tiny_codec):
+    from licq.codec import ReconstructionMismatch
+    from licq.codec.api import reconstruction_crc
+    from licq.codec.container import FLAG_EXACT, FLAG_RECON_CRC
+
+    model, mid, _ = tiny_codec
+    x = read_image(sample_images()[0])[..., :70, :90]
+    plain = compress_image(model, mid, x)
+    data = compress_image(model, mid, x, check=True)
+    c = Container.from_bytes(data)
+    assert c.flags == FLAG_EXACT | FLAG_RECON_CRC and len(data) == len(plain) + 4
+    x_hat = decompress_bytes(model, mid, data)
+    assert torch.equal(x_hat, decompress_bytes(model, mid, plain))  # same strings, same image
+    assert c.recon_crc == reconstruction_crc(x_hat)
+    # a payload forged behind a valid file CRC decodes to another image: without the check
+    # silently, with it the decoder refuses
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        fake = [[bytes(torch.randint(0, 256, (len(c.strings[0][0]) + 8,), generator=gen)
+                       .tolist())], c.strings[1]]
+        unchecked = Container(c.model_id, c.height, c.width, c.shape, fake, FLAG_EXACT)
+        try:
+            other = decompress_bytes(model, mid, unchecked.to_bytes())
+        except CodecFormatError:
+            continue
+        if not torch.equal(other, x_hat):
+            break
+    else:
+        pytest.fail("no forged payload decoded to another image")
+    forged = Container(c.model_id, c.height, c.width, c.shape, fake, c.flags, c.recon_crc)
+    with pytest.raises(ReconstructionMismatch, match="not bit-exact"):
+        decompress_bytes(model, mid, forged.to_bytes())
+    with pytest.raises(ValueError, match="recon_crc"):
+        Container(c.model_id, c.height, c.width, c.shape, c.strings, FLAG_RECON_CRC).to_bytes()
+
+
 def test_other_model_is_refused(tiny_codec, encoded):
     model, _, _ = tiny_codec
     with pytest.raises(CodecFormatError, match="written by model"):
@@ -153,8 +189,9 @@ def test_cli_default_model_round_trip_and_no_overwrite(tmp_path, capsys):
     img = tmp_path / "in.png"
     save_image(read_image(sample_images()[1])[..., :100, :130], img)
     out, rec = tmp_path / "a.licq", tmp_path / "a.png"
-    assert main(["compress", str(img), "-o", str(out)]) == 0
-    assert main(["decompress", str(out), "-o", str(rec)]) == 0
+    assert main(["compress", str(img), "-o", str(out), "--check"]) == 0
+    assert Container.from_bytes(out.read_bytes()).recon_crc is not None
+    assert main(["decompress", str(out), "-o", str(rec)]) == 0  # its decode matched
     assert read_image_uint8(rec).shape == (3, 100, 130)
     assert main(["decompress", str(out), "-o", str(rec)]) == 2  # exists
     assert "exists" in capsys.readouterr().err

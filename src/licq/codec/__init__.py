@@ -1,7 +1,13 @@
 """The `.licq` codec: file format, compress/decompress with packed quantized models."""
 
-from licq.codec.api import compress_image, decompress_bytes, default_packed_models, model_id
+from licq.codec.api import (
+    ReconstructionMismatch,
+    compress_image,
+    decompress_bytes,
+    default_packed_models,
+    model_id,
+)
 from licq.codec.container import CodecFormatError, Container
 
-__all__ = ["CodecFormatError", "Container", "compress_image", "decompress_bytes",
-           "default_packed_models", "model_id"]
+__all__ = ["CodecFormatError", "Container", "ReconstructionMismatch", "compress_image",
+           "decompress_bytes", "default_packed_models", "model_id"]

@@ -9,12 +9,19 @@ By default both sides run the entropy-parameter path ``h_s`` (and the decoder it
 pixels on any machine, thread count or device; the header's FLAG_EXACT records it. ``exact=False``
 (models the exact path cannot run, e.g. weight-only quantized ones) writes files that decode
 reliably only where float arithmetic matches the encoder's.
+
+``check=True`` makes the encoder decode its own file and store the CRC-32 of that 8-bit
+reconstruction (FLAG_RECON_CRC, one more decode at encode time); the decoder then compares its own
+reconstruction and raises :class:`ReconstructionMismatch` when they differ — the receiver learns
+whether its decode is bit-exact instead of assuming it (a float-path file decoded on other
+hardware, or a payload forged behind a recomputed file CRC, is caught this way).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import zlib
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -22,13 +29,23 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from licq.codec.container import FLAG_EXACT, CodecFormatError, Container
+from licq.codec.container import FLAG_EXACT, FLAG_RECON_CRC, CodecFormatError, Container
 from licq.codec.exact import exact_paths
+from licq.data import to_uint8
 from licq.defaults import ASSETS
 from licq.eval.codec import crop_padding, pad_to_multiple
 
 PACKED_DIR = ASSETS / "packed"
 LATENT_STRIDE = 64  # z = h_a(g_a(x)) is 64x smaller than the padded image for every zoo model
+
+
+class ReconstructionMismatch(CodecFormatError):
+    """The decoded image is not the one the encoder reconstructed (FLAG_RECON_CRC)."""
+
+
+def reconstruction_crc(x_hat: Tensor) -> int:
+    """CRC-32 of a ``(1, 3, H, W)`` reconstruction as 8-bit RGB, H × W × 3 bytes in row order."""
+    return zlib.crc32(to_uint8(x_hat[0]).permute(1, 2, 0).contiguous().cpu().numpy().tobytes())
 
 
 def model_id(path: str | os.PathLike) -> bytes:
@@ -54,16 +71,22 @@ def find_model(mid: bytes, candidates: list[Path]) -> Path:
 @torch.no_grad()
 def compress_image(
     model: nn.Module, mid: bytes, x: Tensor, pad_multiple: int = 64, exact: bool = True,
+    check: bool = False,
 ) -> bytes:
-    """``(1, 3, H, W)`` image in [0, 1] → ``.licq`` bytes (``exact``: see the module doc)."""
+    """``(1, 3, H, W)`` image in [0, 1] → ``.licq`` bytes (``exact``, ``check``: module doc)."""
     h, w = x.shape[-2:]
     x_pad, _ = pad_to_multiple(x, pad_multiple)
     model.eval()
     with exact_paths(model, synthesis=False) if exact else nullcontext():
         enc = model.compress(x_pad)
     strings = [[bytes(s) for s in group] for group in enc["strings"]]
-    return Container(mid, h, w, tuple(int(v) for v in enc["shape"]), strings,
-                     FLAG_EXACT if exact else 0).to_bytes()
+    c = Container(mid, h, w, tuple(int(v) for v in enc["shape"]), strings,
+                  FLAG_EXACT if exact else 0)
+    if not check:
+        return c.to_bytes()
+    x_hat = decompress_bytes(model, mid, c.to_bytes(), pad_multiple)
+    return Container(c.model_id, h, w, c.shape, strings, c.flags | FLAG_RECON_CRC,
+                     reconstruction_crc(x_hat)).to_bytes()
 
 
 @torch.no_grad()
@@ -91,4 +114,10 @@ def decompress_bytes(model: nn.Module, mid: bytes, data: bytes, pad_multiple: in
     x_hat = crop_padding(x_hat, padding).clamp(0, 1)
     if not torch.isfinite(x_hat).all():
         raise CodecFormatError("decoding produced non-finite values")
+    crc = reconstruction_crc(x_hat) if c.recon_crc is not None else None
+    if crc != c.recon_crc:
+        hint = "" if c.flags & FLAG_EXACT else " (float-path file: decode it where it was encoded)"
+        raise ReconstructionMismatch(
+            f"the decoded image differs from the encoder's reconstruction (CRC {crc:08x}, "
+            f"expected {c.recon_crc:08x}): this decode is not bit-exact{hint}")
     return x_hat

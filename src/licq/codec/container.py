@@ -5,12 +5,15 @@ Layout (little-endian)::
     magic     4 bytes  b"LICQ"
     version   u8       FORMAT_VERSION
     flags     u8       bit 0: FLAG_EXACT, the entropy-parameter path (and the synthesis) run on
-                       licq's exact arithmetic (licq.codec.exact); other bits must be 0
+                       licq's exact arithmetic (licq.codec.exact); bit 1: FLAG_RECON_CRC, the
+                       file ends with the CRC of the encoder's reconstruction; other bits 0
     model_id  16 bytes first 16 bytes of the sha256 of the packed model (licq.codec.model_id)
     height    u32      original image height (before padding)
     width     u32      original image width
     shape     u8 n, then n × u32      CompressAI's latent shape (``compress()["shape"]``)
     strings   u8 groups, per group u16 items, per item u32 length + bytes
+    recon     u32      (FLAG_RECON_CRC only) zlib.crc32 of the reconstruction the encoder
+                       decoded: 8-bit RGB, height × width × 3 bytes in row order
     crc32     u32      zlib.crc32 of everything above
 
 Parsing never trusts a length: every count and size is checked against fixed limits and against
@@ -29,7 +32,8 @@ from licq.errors import LicqError
 MAGIC = b"LICQ"
 FORMAT_VERSION = 2  # 2: flags byte, exact arithmetic path (version 1 had neither)
 FLAG_EXACT = 1
-KNOWN_FLAGS = FLAG_EXACT
+FLAG_RECON_CRC = 2
+KNOWN_FLAGS = FLAG_EXACT | FLAG_RECON_CRC
 MAX_SIDE = 1 << 16  # pixels
 MAX_GROUPS = 8
 MAX_ITEMS = 64
@@ -48,6 +52,7 @@ class Container:
     shape: tuple[int, ...]
     strings: list[list[bytes]]
     flags: int = 0
+    recon_crc: int | None = None  # present exactly when flags has FLAG_RECON_CRC
 
     def to_bytes(self) -> bytes:
         if len(self.model_id) != 16:
@@ -59,6 +64,8 @@ class Container:
         out = bytearray(MAGIC)
         if self.flags & ~KNOWN_FLAGS:
             raise ValueError(f"unknown flags {self.flags:#x}")
+        if bool(self.flags & FLAG_RECON_CRC) != (self.recon_crc is not None):
+            raise ValueError("recon_crc must be given exactly when FLAG_RECON_CRC is set")
         out += struct.pack("<BB", FORMAT_VERSION, self.flags) + self.model_id
         out += struct.pack("<II", self.height, self.width)
         out += struct.pack("<B", len(self.shape)) + struct.pack(f"<{len(self.shape)}I", *self.shape)
@@ -69,6 +76,8 @@ class Container:
             out += struct.pack("<H", len(group))
             for s in group:
                 out += struct.pack("<I", len(s)) + bytes(s)
+        if self.recon_crc is not None:
+            out += struct.pack("<I", self.recon_crc)
         out += struct.pack("<I", zlib.crc32(out))
         return bytes(out)
 
@@ -107,9 +116,10 @@ class Container:
             if n > MAX_ITEMS:
                 raise CodecFormatError(f"{n} strings in a group")
             strings.append([r.take(r.unpack("<I")[0]) for _ in range(n)])
+        recon_crc = r.unpack("<I")[0] if flags & FLAG_RECON_CRC else None
         if r.pos != len(body):
             raise CodecFormatError(f"{len(body) - r.pos} unexpected bytes after the strings")
-        return cls(model_id, height, width, tuple(shape), strings, flags)
+        return cls(model_id, height, width, tuple(shape), strings, flags, recon_crc)
 
 
 class _Reader:
