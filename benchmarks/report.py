@@ -313,7 +313,8 @@ def dq_section() -> str:
             continue
         out += [f"**{arch}** (anchor `baselines-{arch}.json`)", "",
                 "| setting | BD-rate PSNR (%) | mean bits | weight ratio at the bits read | "
-                "selector share encode / decode | steps / model |", "|---|---|---|---|---|---|"]
+                "selector share encode / decode | selectors: hidden, weight bits | steps / model |",
+                "|---|---|---|---|---|---|---|"]
         for f in files:
             r = read_results(f)
             lq = r["licq"]
@@ -322,16 +323,23 @@ def dq_section() -> str:
                 f"| {f.stem.removeprefix(f'dq-{arch}-')} | {_bd(anchor, r)} | "
                 f"{lq['mean_bits']:.2f} | {lq['ratio_at_mean_bits']:.2f}x | "
                 f"{100 * lq['selector_share_encode']:.2f}% / {100 * lq['selector_share_decode']:.2f}% | "
-                f"{_mean(lq['steps']):.0f} |" if dyn else
+                f"{_selector(lq)} | {_mean(lq['steps']):.0f} |" if dyn else
                 f"| {f.stem.removeprefix(f'dq-{arch}-')} | {_bd(anchor, r)} | static | "
-                f"{_mean([x['weight_ratio'] for x in _sizes(r)]):.2f}x (stored) | — | "
+                f"{_mean([x['weight_ratio'] for x in _sizes(r)]):.2f}x (stored) | — | — | "
                 f"{_mean(lq['steps']):.0f} |")
         out += ["", "`static-wB`: `--preset dynaquant-q` (DPA + DGM) at uniform B-bit weights and "
                 "activations, with h_a, h_s and each side's first layer at 8 bits — the comparator "
-                "at a dynamic run's rounded mean bits. Dynamic rows count the float selector MLPs "
-                "in the bits read; static rows give the stored weight ratio. "
+                "at a dynamic run's rounded mean bits. Dynamic rows count the selector MLPs' "
+                "weights in the bits read at their stored precision; static rows give the stored "
+                "weight ratio. "
                 f"Per-image choices: `benchmarks/results/dq-{arch}-*.bits.png`.", ""]
     return "\n".join(out) if out else "No dynamic-bit-width results yet."
+
+
+def _selector(lq: dict) -> str:
+    q = lq.get("qat", {})
+    bits = q.get("selector_bits")  # absent before session 4: float
+    return f"{q.get('selector_hidden', 64)}, {bits if bits else 32}"
 
 
 def deploy_section() -> str:
