@@ -122,26 +122,32 @@ def continued_gpu(args: argparse.Namespace) -> None:
         info = json.loads((run / "train.json").read_text())
         if info.get("diverged"):
             raise SystemExit(f"{run}: {info['note']}")
-        model = get_adapter(args.arch).build(*manifest["sizes"])
-        sd = read_state_dict(run / "model.safetensors")
-        loaded = warm_start(model, {k: v.float() for k, v in sd.items()})
-        missing = {k for k in set(sd) - set(loaded) if not k.endswith("scale_table")}
-        if missing:
-            raise SystemExit(f"{run}: tensors not loaded: {sorted(missing)}")
-        before, after = settle_quantiles(model, steps=args.settle_steps)
-        model.eval().update(force=True)
         dst = out_dir / e["file"]
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(dst),
-                  metadata={"arch": args.arch, "quality": str(e["quality"])})
-        load_model(args.arch, checkpoint=dst)  # loads strictly
-        _append_stage(e, {**_summary(info), "sha256": sha256_file(dst),
-                          "settle_quantiles": {"steps": args.settle_steps,
-                                               "aux_loss_before": before, "aux_loss_after": after}})
-        print(f"q{e['quality']}: +{info['steps']} steps; aux loss {before:.1f} -> {after:.1f}")
+        settle = _settle_and_save(args, manifest["sizes"], run, dst, e["quality"])
+        _append_stage(e, {**_summary(info), "sha256": sha256_file(dst), "settle_quantiles": settle})
+        print(f"q{e['quality']}: +{info['steps']} steps; aux loss {settle['aux_loss_before']:.1f}"
+              f" -> {settle['aux_loss_after']:.1f}")
     manifest["recipe"] = ("benchmarks/train_baselines.sh, benchmarks/continue_baselines.sh, then "
                           "benchmarks/gpu_train_stages.py --skip-cheng --mbt-init (GPU) and "
                           "benchmarks/export_trained_baselines.py --continued-gpu")
     mpath.write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def _settle_and_save(args: argparse.Namespace, sizes: list[int], run: Path, dst: Path,
+                     quality: int) -> dict:
+    """A GPU stage's weights (no coder tables) → settled quantiles, update(force=True), ``dst``."""
+    model = get_adapter(args.arch).build(*sizes)
+    sd = read_state_dict(run / "model.safetensors")
+    loaded = warm_start(model, {k: v.float() for k, v in sd.items()})
+    missing = {k for k in set(sd) - set(loaded) if not k.endswith("scale_table")}
+    if missing:
+        raise SystemExit(f"{run}: tensors not loaded: {sorted(missing)}")
+    before, after = settle_quantiles(model, steps=args.settle_steps)
+    model.eval().update(force=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(dst),
+              metadata={"arch": args.arch, "quality": str(quality)})
+    load_model(args.arch, checkpoint=dst)  # loads strictly
+    return {"steps": args.settle_steps, "aux_loss_before": before, "aux_loss_after": after}
 
 
 def _append_stage(e: dict, stage: dict) -> None:
@@ -180,23 +186,12 @@ def gpu(args: argparse.Namespace) -> None:
     for q in (1, 2, 3, 4):
         run = args.gpu / f"{args.arch}-q{q}"
         info = json.loads((run / "train.json").read_text())
-        model = get_adapter(args.arch).build(*base["sizes"])
-        sd = read_state_dict(run / "model.safetensors")
-        loaded = warm_start(model, {k: v.float() for k, v in sd.items()})
-        missing = {k for k in set(sd) - set(loaded) if not k.endswith("scale_table")}
-        if missing:
-            raise SystemExit(f"{run}: tensors not loaded: {sorted(missing)}")
-        before, after = settle_quantiles(model, steps=args.settle_steps)
-        model.eval().update(force=True)
         dst = out_dir / f"{args.arch}-{sizes}-q{q}.safetensors"
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(dst),
-                  metadata={"arch": args.arch, "quality": str(q)})
-        load_model(args.arch, checkpoint=dst)  # loads strictly
+        settle = _settle_and_save(args, base["sizes"], run, dst, q)
         entries.append({"quality": q, "file": dst.name, "sha256": sha256_file(dst),
-                        **_summary(info),
-                        "settle_quantiles": {"steps": args.settle_steps, "aux_loss_before": before,
-                                             "aux_loss_after": after}})
-        print(f"q{q}: aux loss {before:.1f} -> {after:.1f}; wrote {dst.name}")
+                        **_summary(info), "settle_quantiles": settle})
+        print(f"q{q}: aux loss {settle['aux_loss_before']:.1f} -> {settle['aux_loss_after']:.1f};"
+              f" wrote {dst.name}")
     manifest = {"arch": args.arch, "sizes": base["sizes"], "base": _summary(base),
                 "recipe": "benchmarks/gpu_train_stages.py on the device tool's GPU, then "
                           "benchmarks/export_trained_baselines.py --gpu", "models": entries}

@@ -105,14 +105,19 @@ def test_activation_quantizer_must_be_calibrated():
         wrapper(torch.randn(1, 3, 8, 8))
 
 
-def test_integer_inputs_stay_exact():
-    # a decoded latent (integers) through an 8-bit input quantizer is unchanged
+def _latent_input_quantizer():
+    """The 8-bit input quantizer of a layer fed decoded latents (integers), calibrated."""
     wrapper = nn.Sequential(nn.ConvTranspose2d(4, 4, 3))
     quantize_(wrapper, QuantConfig(default=LayerQConfig(16, 8)))
     y_hat = torch.randint(-60, 90, (2, 4, 6, 6)).float()
     with calibrate(wrapper):
         wrapper(y_hat)
-    iq = wrapper[0].input_quant
+    return wrapper[0].input_quant, y_hat
+
+
+def test_integer_inputs_stay_exact():
+    # a decoded latent (integers) through an 8-bit input quantizer is unchanged
+    iq, y_hat = _latent_input_quantizer()
     assert iq.scale.item() == 1.0
     assert torch.equal(iq(y_hat), y_hat)
     # and a wider range gets an integer step > 1
@@ -125,12 +130,7 @@ def test_integer_inputs_stay_exact():
 def test_latent_quantizer_in_training_adds_only_its_error_on_the_rounded_latent():
     # while training, the entropy model hands over y + u (noise), not round(y): the quantizer of
     # the decoded latent must not round that again (twice the latent noise of inference)
-    wrapper = nn.Sequential(nn.ConvTranspose2d(4, 4, 3))
-    quantize_(wrapper, QuantConfig(default=LayerQConfig(16, 8)))
-    y_hat = torch.randint(-60, 90, (2, 4, 6, 6)).float()
-    with calibrate(wrapper):
-        wrapper(y_hat)
-    iq = wrapper[0].input_quant
+    iq, y_hat = _latent_input_quantizer()
     noisy = (y_hat + torch.rand(2, 4, 6, 6) * 0.98 - 0.49)  # rounds back into the range
     noisy.requires_grad_(True)
     iq.train()
