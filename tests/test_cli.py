@@ -170,6 +170,7 @@ def test_qat_dynaquant_command_reports_bits(tmp_path, crop_dir, image_dir):
     assert 0 < r["licq"]["selector_share_encode"] < 1
     row = r["licq"]["points"][0]["per_image"][0]
     assert set(row["bits_g_a"]) <= {4, 8} and len(row["bits_g_s"]) == 3
-    # weights read at ≤ 8 bit, plus the float selector MLPs: between 1x and 4x
-    assert 1 < r["licq"]["ratio_at_mean_bits"] < 4
+    # every weight read at 4 or 8 bit, the selector MLPs' at 8 bit: between 4x and 8x
+    assert 4 <= r["licq"]["ratio_at_mean_bits"] <= 8
+    assert r["licq"]["qat"]["selector_bits"] == 8
     assert (tmp_path / "dq.bits.png").stat().st_size > 1000  # the per-image bit heat map
