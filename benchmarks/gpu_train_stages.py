@@ -121,13 +121,9 @@ def main() -> int:
     if not args.skip_cheng:
         train_cheng(args, train)
     if args.mbt_init:
-        for q in (1, 2, 3, 4):
-            run = train(f"mbt2018-mean-q{q}", "-a", "mbt2018-mean", "-N", "64", "-M", "96",
-                        "-q", str(q), "--lr", args.mbt_lr, "--seed", str(10 + q),
-                        "--max-seconds", str(args.mbt_q_s),
-                        "--init", args.mbt_init.format(q=q), keep_diverged=True)
-            if run is not None:
-                pack(args.out, f"mbt2018-mean-q{q}", run, args.mbt_fp16, [])
+        quality_stages(args, train, "mbt2018-mean", ["-N", "64", "-M", "96"], args.mbt_init,
+                       lr=args.mbt_lr, seed0=10, seconds=args.mbt_q_s, fp16=args.mbt_fp16,
+                       keep_diverged=True)
     print(f"[{time.time() - t_start:6.0f}s] all stages done", flush=True)
     return 0
 
@@ -145,24 +141,30 @@ def salvage(run: Path, stage: str) -> None:
     (run / "train.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
+def quality_stages(args: argparse.Namespace, train, arch: str, sizes: list[str], init: str,  # noqa: ANN001
+                   lr: str, seed0: int, seconds: float, fp16: bool = False,
+                   keep_diverged: bool = False, extra_q1: list[Path] | None = None) -> None:
+    """q1..q4 of ``arch`` at CompressAI's λ, each from ``init`` (a path, ``{q}`` filled in), packed."""
+    for q in (1, 2, 3, 4):
+        stage = f"{arch}-q{q}"
+        run = train(stage, "-a", arch, *sizes, "-q", str(q), "--lr", lr, "--seed", str(seed0 + q),
+                    "--max-seconds", str(seconds), "--init", init.format(q=q),
+                    keep_diverged=keep_diverged)
+        if run is not None:
+            pack(args.out, stage, run, fp16, (extra_q1 or []) if q == 1 else [])
+
+
 def train_cheng(args: argparse.Namespace, train) -> None:  # noqa: ANN001
     if args.cheng_init:  # continue the committed models: no base stage
-        for q in (1, 2, 3, 4):
-            run = train(f"cheng2020-anchor-q{q}", "-a", "cheng2020-anchor", "-N", "64", "-q",
-                        str(q), "--lr", "1e-4", "--seed", str(20 + q), "--max-seconds",
-                        str(args.cheng_q_s), "--init", args.cheng_init.format(q=q),
-                        keep_diverged=True)
-            if run is not None:
-                pack(args.out, f"cheng2020-anchor-q{q}", run, False, [])
+        quality_stages(args, train, "cheng2020-anchor", ["-N", "64"], args.cheng_init, lr="1e-4",
+                       seed0=20, seconds=args.cheng_q_s, keep_diverged=True)
         return
     base = train("cheng2020-anchor-base", "-a", "cheng2020-anchor", "-N", "64", "--lambda",
                  "0.0067", "--lr", "3e-4", "--max-seconds", str(args.cheng_base_s))
-    for q in (1, 2, 3, 4):
-        run = train(f"cheng2020-anchor-q{q}", "-a", "cheng2020-anchor", "-N", "64", "-q", str(q),
-                    "--lr", "1e-4", "--seed", str(q), "--max-seconds", str(args.cheng_q_s),
-                    "--init", str(base / "model.safetensors"))
-        extra = [base / "train.json", base / "train.log"] if q == 1 else []
-        pack(args.out, f"cheng2020-anchor-q{q}", run, False, extra)
+    quality_stages(args, train, "cheng2020-anchor", ["-N", "64"],
+                   str(base / "model.safetensors").replace("{", "{{").replace("}", "}}"),  # no {q}
+                   lr="1e-4", seed0=0, seconds=args.cheng_q_s,
+                   extra_q1=[base / "train.json", base / "train.log"])
 
 
 if __name__ == "__main__":
