@@ -305,6 +305,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def write_results(work: Path, args: argparse.Namespace, prov: dict, fz: dict | None) -> None:
+    from licq._provenance import isa_flags
+
     enc = json.loads((work / "encode.json").read_text())
     arch = enc["models"].get("arch", "bmshj2018-hyperprior")
     out = {"name": "licq-codec-determinism", "arch": arch,
@@ -349,9 +351,7 @@ def write_results(work: Path, args: argparse.Namespace, prov: dict, fz: dict | N
         txt = lscpu.read_text()
         model = next((ln.split(":", 1)[1].strip() for ln in txt.splitlines()
                       if ln.startswith("Model name")), None)
-        flags = sorted({f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-                        if f" {f}" in txt})
-        out["other_machine_cpu"] = {"model": model, "flags": flags}
+        out["other_machine_cpu"] = {"model": model, "flags": sorted(isa_flags(txt))}
     out["decode_runs"] = {name: {v: out["variants"][v][name]["match"] for v in VARIANTS
                                  if name in out["variants"][v]}
                           for name in sorted({k for v in VARIANTS for k in out["variants"][v]

@@ -8,11 +8,15 @@ For each quality of the ScaleHyperprior baselines (../shared/baselines) and each
 32 crops of ../shared/data/train (seed 0, never Kodak), then on all Kodak images through real
 bitstreams, one process, the same thread count for every engine:
   fp32        the FP32 model in PyTorch;
-  ort-fp32    the FP32 transforms exported to ONNX, run by ONNX Runtime (float kernels);
+  ort-fp32    the FP32 transforms exported to ONNX, run by ONNX Runtime (float kernels, graph
+              optimisation "all": NCHWc convolutions, its fastest level for FP32 graphs);
   fakequant   the quantized model in PyTorch (float arithmetic on quantized values);
   int8        g_a, h_a and g_s exported as QDQ ONNX and run by ONNX Runtime, which fuses them
-              into QLinearConv int8 kernels (licq.export.onnx); h_s and entropy coding as in
-              PyTorch.
+              into QLinearConv int8 kernels (licq.export.onnx, optimisation "extended"); 8-bit
+              weights as int8 where ORT's u8·s8 kernels are exact on this CPU (VNNI), else as
+              uint8 (licq.export.onnx.u8s8_exact); h_s and entropy coding as in PyTorch.
+For W8A8 at the first quality the other 8-bit weight storage and the other optimisation level
+are timed too ("variants").
 Encode time = model.compress (transforms + entropy coding), decode time = model.decompress.
 Also: packed file bytes (licq export) vs licq's size accounting vs the FP32 file, BitOps
 (MACs x w_bits x a_bits), which kernel each ORT convolution ran on, ORT-vs-PyTorch output
@@ -90,7 +94,13 @@ def main() -> None:  # noqa: PLR0915 - one linear benchmark
     from licq.eval.codec import evaluate, mean_metrics
     from licq.eval.results import make_results
     from licq.export import export_packed
-    from licq.export.onnx import int8_backend, layer_kernel_map, layer_kernels
+    from licq.export.onnx import (
+        int8_backend,
+        layer_kernel_map,
+        layer_kernels,
+        u8_weight_storage,
+        u8s8_exact,
+    )
     from licq.models import get_adapter, load_model
     from licq.models.loading import infer_args
     from licq.ptq import post_training_quantize
@@ -116,6 +126,7 @@ def main() -> None:  # noqa: PLR0915 - one linear benchmark
         engines[f"{c}/int8"] = []
     per_config: dict[str, dict] = {c: {"per_quality": []} for c in args.configs}
     parity: dict[str, dict] = {}
+    variants: dict[str, dict] = {}
     for q in args.qualities:
         ckpt = Path(args.baselines) / f"{ARCH}-N64M96-q{q}.pth.tar"
         fp32 = load_model(ARCH, checkpoint=ckpt).eval()
@@ -127,7 +138,8 @@ def main() -> None:  # noqa: PLR0915 - one linear benchmark
         t0 = time.time()
         rows = evaluate(fp32, images, progress=False)
         engines["fp32"].append({"quality": q, **mean_metrics(rows)})
-        ort32 = int8_backend(fp32, work / f"q{q}" / "fp32-onnx", threads=args.threads)
+        ort32 = int8_backend(fp32, work / f"q{q}" / "fp32-onnx", threads=args.threads,
+                             opt_level="all")
         rows = evaluate(ort32, images, progress=False)
         engines["ort-fp32"].append({"quality": q, **mean_metrics(rows)})
         parity.setdefault("ort-fp32_vs_fp32", {})[f"q{q}"] = _parity(fp32, ort32, images[:4])
@@ -148,16 +160,28 @@ def main() -> None:  # noqa: PLR0915 - one linear benchmark
             rows_i8 = evaluate(i8, images, progress=False)
             engines[f"{c}/int8"].append({"quality": q, **mean_metrics(rows_i8)})
             parity.setdefault(f"{c}/int8_vs_fakequant", {})[f"q{q}"] = _parity(m, i8, images[:4])
-            if c == "w8a8" and q == args.qualities[0]:  # what s8 storage of 8-bit weights does
+            if c == "w8a8" and q == args.qualities[0]:  # the other storage / optimisation level
                 import licq.export.onnx as lonnx
 
-                lonnx.U8_WEIGHTS = False
-                try:
-                    s8 = int8_backend(m, work / f"q{q}" / f"{c}-s8-onnx", threads=args.threads)
-                finally:
-                    lonnx.U8_WEIGHTS = True
-                parity.setdefault(f"{c}/int8-s8-storage_vs_fakequant", {})[f"q{q}"] = _parity(
-                    m, s8, images[:4])
+                u8 = u8_weight_storage()
+                alt = {f"storage-{'s8' if u8 else 'u8'}": ({"U8_WEIGHTS": not u8}, "extended"),
+                       "opt-all": ({}, "all")}
+                for vname, (flags, level) in alt.items():
+                    lonnx.U8_WEIGHTS = flags.get("U8_WEIGHTS")
+                    try:
+                        be = int8_backend(m, work / f"q{q}" / f"{c}-{vname}-onnx",
+                                          threads=args.threads, opt_level=level)
+                    finally:
+                        lonnx.U8_WEIGHTS = None
+                    rows_v = evaluate(be, images, progress=False)
+                    variants[vname] = {
+                        "quality": q, "opt_level": level,
+                        "weight_storage_8bit": "u8" if flags.get("U8_WEIGHTS", u8) else "s8",
+                        "encode_seconds": _mean(rows_v, "encoding_time"),
+                        "decode_seconds": _mean(rows_v, "decoding_time"),
+                        "encode_seconds_default": _mean(rows_i8, "encoding_time"),
+                        "decode_seconds_default": _mean(rows_i8, "decoding_time"),
+                        "parity_vs_fakequant": _parity(m, be, images[:4])}
             kernels = {p: layer_kernels(onnx_dir / f"{p}.opt.onnx") for p in ("g_a", "h_a", "g_s")}
             onnx_bytes = {p: (onnx_dir / f"{p}.onnx").stat().st_size for p in ("g_a", "h_a", "g_s")}
             per_config[c]["per_quality"].append({
@@ -212,6 +236,10 @@ def main() -> None:  # noqa: PLR0915 - one linear benchmark
                     "fakequant": "PyTorch, fake-quantized model",
                     "int8": "ONNX Runtime, QDQ ONNX (QLinearConv int8 where fused)"},
         "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
+        "u8s8_exact": u8s8_exact(),
+        "weight_storage_8bit": "u8" if u8_weight_storage() else "s8",
+        "ort_opt_level": {"int8": "extended", "ort-fp32": "all"},
+        "variants": variants,
         "configs": out_configs, "fp32_results": fp32_res["results"],
         "ort_fp32_results": results("ort-fp32")["results"],
         "parity": parity,

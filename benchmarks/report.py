@@ -389,11 +389,26 @@ def deploy_section() -> str:
             e, dd = v["encode_speedup_int8_vs_fp32"], v["decode_speedup_int8_vs_fp32"]
             goals.append(f"{c}: encode {e:.2f}x ({'met' if e >= 1.8 else 'not met'}), decode "
                          f"{dd:.2f}x ({'met' if dd >= 1.3 else 'not met'})")
+        flags = m.get("cpu_flags")
+        storage = d.get("weight_storage_8bit", "u8")
         out += ["", "Goals encode ≥ 1.8×, decode ≥ 1.3× faster than FP32 (PyTorch): "
                 + "; ".join(goals) + ". Against the FP32 graphs in ONNX Runtime (the same "
                 "runtime), the int8 gain is the 'vs ORT fp32' column: part of the gain over "
-                "PyTorch is ONNX Runtime itself. Weights of ≤ 7 bits (FMPQ) run on the faster "
-                "u8·s8 kernels, 8-bit weights on u8·u8 (see above)."]
+                "PyTorch is ONNX Runtime itself. CPU features: "
+                + (", ".join(flags) if flags else "not recorded") + f". 8-bit weights ran as "
+                f"{'int8 (u8·s8 kernels)' if storage == 's8' else 'uint8 (u8·u8 kernels)'}"
+                + (f" (ORT's u8·s8 kernel {'is' if d['u8s8_exact'] else 'is not'} exact on "
+                   "this CPU)" if "u8s8_exact" in d else "")
+                + "; weights of ≤ 7 bits always run as int8."]
+        if d.get("variants"):
+            out += ["", "| W8A8 variant (q" + str(next(iter(d["variants"].values()))["quality"])
+                    + ") | 8-bit weights | ORT optimisation | encode s (default) | decode s "
+                    "(default) | max abs diff g_a vs fake-quant |", "|---|---|---|---|---|---|"]
+            for name, v in d["variants"].items():
+                out.append(f"| {name} | {v['weight_storage_8bit']} | {v['opt_level']} | "
+                           f"{v['encode_seconds']:.3f} ({v['encode_seconds_default']:.3f}) | "
+                           f"{v['decode_seconds']:.3f} ({v['decode_seconds_default']:.3f}) | "
+                           f"{v['parity_vs_fakequant']['g_a']['max_abs_diff']:.2e} |")
         par = d["parity"]
         rows = []
         for name, per_q in par.items():

@@ -40,9 +40,26 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+#: CPU features that change which kernels PyTorch / ONNX Runtime run (and so the timings).
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def isa_flags(cpuinfo: str | None = None) -> list[str]:
+    """Those of :data:`ISA_FLAGS` that ``cpuinfo`` (default: /proc/cpuinfo, or lscpu output)
+    lists."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    words = set(cpuinfo.split())
+    return [f for f in ISA_FLAGS if f in words]
+
+
 def machine() -> dict:
     return {
         "cpu": cpu_model(),
+        "cpu_flags": isa_flags(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),

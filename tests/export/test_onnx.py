@@ -119,3 +119,47 @@ def test_cli_export_onnx_and_eval_int8_backend(tmp_path, capsys):
 
     r = json.loads(out.read_text())
     assert "int8 backend" in r["description"] and r["results"]["bpp"][0] > 0
+
+
+def test_u8s8_probe_tells_saturating_kernels_from_exact_ones():
+    """The probe's pairs overflow int16 (what AVX2's vpmaddubsw saturates), so a saturating
+    kernel would give a different output code than the exact sum."""
+    import numpy as np
+
+    from licq.export.onnx import _u8s8_probe, u8s8_exact
+
+    x, w, scale = _u8s8_probe()
+    prods = x.reshape(-1).astype(np.int64) * w.reshape(-1).astype(np.int64)
+    pairs = prods[0::2] + prods[1::2]
+    assert (np.abs(pairs) > 32767).any()
+    exact = np.clip(np.round(prods.sum() / scale), 0, 255)
+    saturated = np.clip(np.round(np.clip(pairs, -32768, 32767).sum() / scale), 0, 255)
+    assert exact != saturated
+    assert isinstance(u8s8_exact(), bool)
+
+
+@pytest.mark.parametrize("u8", [True, False, None])
+def test_8bit_weight_storage(u8, w8a8, image, tmp_path, monkeypatch):
+    """8-bit weights export as uint8 (zero point 128) or int8, the default following the kernel
+    check; both hold the same codes, so the dequantized weights (and outputs) agree."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    import licq.export.onnx as lonnx
+
+    monkeypatch.setattr(lonnx, "U8_WEIGHTS", u8)
+    want_u8 = (not lonnx.u8s8_exact()) if u8 is None else u8
+    paths = export_onnx(w8a8, tmp_path, parts=("g_a",))
+    OrtModule(paths["g_a"], 1, optimized_path=tmp_path / "g_a.opt.onnx")
+    g = onnx.load(str(tmp_path / "g_a.opt.onnx")).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    conv = next(n for n in g.node if n.op_type == "QLinearConv")
+    wq, wz = inits[conv.input[3]], inits[conv.input[5]]
+    assert wq.dtype == (np.uint8 if want_u8 else np.int8)
+    assert (wz == 128).all() if want_u8 else (wz == 0).all()
+    if not want_u8 and not lonnx.u8s8_exact():
+        return  # int8 storage forced on a CPU whose u8·s8 kernels saturate: no parity to check
+    with torch.no_grad():
+        ref = w8a8.g_a(image)
+        out = int8_backend(w8a8, tmp_path / "be", threads=1).g_a(image)
+    assert (out - ref).abs().max() <= 0.02 * ref.abs().max()

@@ -40,12 +40,61 @@ from licq.quant.primitives import channel_view, fake_quantize
 
 PARTS = ("g_a", "h_a", "g_s", "h_s")
 OPSET = 17
-#: 8-bit signed weight codes are stored as uint8 with zero point 128 (ORT then runs u8·u8
-#: kernels). On AVX2 CPUs without VNNI, ORT's u8·s8 kernels add pairs of u8·s8 products in 16 bits
-#: (vpmaddubsw), which saturates for 8-bit weights (2·255·127 > 32767); benchmarks/deploy.py
-#: measures the effect ("s8 storage"). Codes of at most 7 bits cannot saturate
-#: (2·255·63 < 32767) and keep the faster int8 storage.
-U8_WEIGHTS = True
+#: How 8-bit signed weight codes are stored in the QDQ graphs: ``True`` as uint8 with zero point
+#: 128 (ORT then runs u8·u8 kernels), ``False`` as int8 (u8·s8 kernels), ``None`` (default): ask
+#: :func:`u8s8_exact` once. On x86 CPUs without VNNI, ORT's u8·s8 kernels add pairs of u8·s8
+#: products in 16 bits (vpmaddubsw), which saturates for 8-bit weights (2·255·127 > 32767);
+#: with AVX-VNNI / AVX512-VNNI (vpdpbusd) they accumulate in 32 bits and are exact, and faster
+#: than u8·u8. Codes of at most 7 bits cannot saturate (2·255·63 < 32767) and are always int8.
+U8_WEIGHTS: bool | None = None
+_U8S8_EXACT: bool | None = None
+
+
+def _u8s8_probe() -> tuple[np.ndarray, np.ndarray, float]:
+    """The input, weights and output scale of :func:`u8s8_exact`'s 1×1 ``QLinearConv``: adjacent
+    channels form the pairs that vpmaddubsw adds, 24 pairs of 255·127 (64,770 each, > 32,767)
+    and 8 of 255·(−128); exact sum 1,032,240, with saturated pairs 524,264."""
+    c = 64
+    w = np.full((1, c, 1, 1), 127, np.int8)
+    w[0, 48:] = -128
+    return np.full((1, c, 1, 1), 255, np.uint8), w, 8192.0
+
+
+def u8s8_exact() -> bool:
+    """Whether this machine's ONNX Runtime computes a u8·s8 ``QLinearConv`` exactly at the
+    extremes of 8-bit codes (see :func:`_u8s8_probe`), measured once per process."""
+    global _U8S8_EXACT
+    if _U8S8_EXACT is None:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+
+        x, w, out_scale = _u8s8_probe()
+        c = x.shape[1]
+        exact = int((x.astype(np.int64) * w.astype(np.int64)).sum())
+        inits = [numpy_helper.from_array(a, n) for a, n in (
+            (np.array(1.0, np.float32), "xs"), (np.array(0, np.uint8), "xz"),
+            (w, "w"), (np.array([1.0], np.float32), "ws"), (np.array([0], np.int8), "wz"),
+            (np.array(out_scale, np.float32), "ys"), (np.array(0, np.uint8), "yz"))]
+        node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"],
+                                ["y"])
+        graph = helper.make_graph(
+            [node], "u8s8", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, c, 1, 1])],
+            [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 1, 1, 1])], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)])
+        model.ir_version = 7
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(model.SerializeToString(), so,
+                                    providers=["CPUExecutionProvider"])
+        got = int(sess.run(None, {"x": x})[0].reshape(-1)[0])
+        want = int(np.clip(np.round(exact / out_scale), 0, 255))
+        _U8S8_EXACT = got == want
+    return _U8S8_EXACT
+
+
+def u8_weight_storage() -> bool:
+    """Whether 8-bit weights are exported as uint8 (see :data:`U8_WEIGHTS`)."""
+    return (not u8s8_exact()) if U8_WEIGHTS is None else U8_WEIGHTS
 
 
 class OnnxExportError(LicqError):
@@ -69,7 +118,7 @@ def _qdq(fq: FakeQuantize, x: Tensor) -> Tensor:
     hi = channel_view((fq.qmax - zp) * scale, x, fq.axis)
     x = torch.minimum(torch.maximum(x, lo), hi)
     zp_i = zp.round().to(torch.int32)
-    if signed and U8_WEIGHTS and fq.bits >= 8:  # the same codes shifted into uint8 (U8_WEIGHTS)
+    if signed and fq.bits >= 8 and u8_weight_storage():  # the same codes shifted into uint8
         zp_i, lo8, hi8 = zp_i + 128, 0, 255
     return torch.fake_quantize_per_channel_affine(x, scale.float(), zp_i, fq.axis % x.dim(),
                                                   lo8, hi8)
@@ -157,18 +206,30 @@ def export_onnx(
     return paths
 
 
+#: ONNX Runtime graph optimisation levels by name. "extended" (the default) fuses the QDQ
+#: pairs into QLinearConv but keeps NCHW; "all" also converts layouts (NHWC around each
+#: QLinearConv, NCHWc for float convolutions), which inserts a Transpose around every int8
+#: layer and measured slower for licq's QDQ graphs on the 1-thread CPU runs of deploy.py.
+OPT_LEVELS = {
+    "basic": lambda ort: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": lambda ort: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": lambda ort: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
 class OrtModule(nn.Module):
     """An ONNX Runtime session standing in for a torch module (CPU, float32 in and out)."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None,
-                 optimized_path: str | os.PathLike | None = None) -> None:
+                 optimized_path: str | os.PathLike | None = None,
+                 opt_level: str = "extended") -> None:
         super().__init__()
         import onnxruntime as ort
 
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads or torch.get_num_threads()
         so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.graph_optimization_level = OPT_LEVELS[opt_level](ort)
         so.log_severity_level = 3
         if optimized_path is not None:
             so.optimized_model_filepath = str(optimized_path)
@@ -183,6 +244,7 @@ class OrtModule(nn.Module):
 def int8_backend(
     model: nn.Module, work_dir: str | os.PathLike | None = None,
     parts: tuple[str, ...] = ("g_a", "h_a", "g_s"), threads: int | None = None,
+    opt_level: str = "extended",
 ) -> nn.Module:
     """A copy of the quantized ``model`` whose ``parts`` run in ONNX Runtime (int8 kernels).
 
@@ -193,7 +255,8 @@ def int8_backend(
     paths = export_onnx(model, work, parts)
     m = copy.deepcopy(model).eval().cpu()
     for part, path in paths.items():
-        setattr(m, part, OrtModule(path, threads, optimized_path=work / f"{part}.opt.onnx"))
+        setattr(m, part, OrtModule(path, threads, optimized_path=work / f"{part}.opt.onnx",
+                                   opt_level=opt_level))
     return m
 
 

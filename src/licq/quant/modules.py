@@ -174,13 +174,13 @@ class QGDN(GDN, QuantLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.quant_input(x)
-        c = x.size(1)
-        gamma = self.quantized_weight().reshape(c, c, 1, 1)
+        gamma = self.quantized_weight()
+        gamma = gamma.reshape(*gamma.shape, 1, 1)  # from the weight, not x: a constant when exported
         beta = self.beta_quant(self.effective_beta())
         if self.abs_variant:
             norm = F.conv2d(torch.abs(x), gamma, beta)
             return x * (norm if self.inverse else 1.0 / norm)
-        norm = F.conv2d(x**2, gamma, beta)
+        norm = F.conv2d(x * x, gamma, beta)  # == x**2 bit for bit; exports as Mul, not Pow
         return x * (_SafeSqrt.apply(norm) if self.inverse else _SafeRsqrt.apply(norm))
 
 
