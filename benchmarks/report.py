@@ -219,7 +219,16 @@ QAT_MAIN = ["w8a8", "fmpq-4x", "fmpq-6x", "fmpq-8x"]
 QAT_GOALS = {"fmpq-4x": 0.5, "fmpq-6x": 2.0, "fmpq-8x": 5.0}  # BD-rate (%) goals of the issue
 
 
+def _budget_base(setting: str) -> str:
+    """``fmpq-6x-s1200`` -> ``fmpq-6x`` (a main setting trained for another step budget)."""
+    import re
+
+    m = re.fullmatch(r"(.+)-s\d+", setting)
+    return m.group(1) if m and m.group(1) in QAT_MAIN else setting
+
+
 def _ptq_counterpart(arch: str, setting: str) -> Path | None:
+    setting = _budget_base(setting)
     if setting == "w8a8":
         f = RESULTS / f"ptq-{arch}-w8a8.json"
     elif setting.startswith("fmpq-"):
@@ -254,7 +263,7 @@ def qat_section() -> str:
             ptq = _ptq_counterpart(arch, setting)
             ptq_bd = _bd(anchor, read_results(ptq)) if ptq else "—"
             sz = _sizes(r)
-            goal = QAT_GOALS.get(setting)
+            goal = QAT_GOALS.get(_budget_base(setting))
             if goal is None:
                 goal_txt = "—"
             else:
@@ -267,8 +276,8 @@ def qat_section() -> str:
                    f"{_mean([x['weight_ratio'] for x in sz]):.3f} | "
                    f"{_mean(r['licq']['steps']):.0f} | {_mean(r['licq']['train_seconds']):.0f} | "
                    f"{_code_label(r['licq']['commit'])} |")
-            (main_rows if setting in QAT_MAIN else abl_rows).append((setting, row))
-        main_rows.sort(key=lambda t: QAT_MAIN.index(t[0]))
+            (main_rows if _budget_base(setting) in QAT_MAIN else abl_rows).append((setting, row))
+        main_rows.sort(key=lambda t: (QAT_MAIN.index(_budget_base(t[0])), t[0]))
         out += [f"**{arch}** (anchor `baselines-{arch}.json`; PTQ column: the same bits without "
                 "training, from `ptq-*-w8a8.json` / `fmpq-*-dp-*.json`)", "", *head,
                 *[r for _, r in main_rows], ""]
@@ -286,7 +295,8 @@ def qat_section() -> str:
         out += ["Training: `benchmarks/run_qat.sh` (batch 8, 128 px crops of ../shared/data/train, "
                 "weight lr 1e-5, scale lr 1e-4, 1 CPU thread, calibration on 32 training crops); "
                 "evaluation: Kodak-24, real bitstreams. The budget is what one CPU session allows "
-                "(300 steps per model); see the control for what the loop alone does.", ""]
+                "(300 steps per model; `-sN` rows: N steps per model, `run_qat.sh long`); see the "
+                "control for what the loop alone does.", ""]
     return "\n".join(out) if out else "No QAT results yet."
 
 
@@ -419,7 +429,43 @@ def deploy_section() -> str:
         out += ["", "ONNX Runtime vs PyTorch on the first 4 Kodak images (max |difference|; "
                 "relative to the output's max |value|):", "",
                 "| comparison | transform | max abs diff | relative |", "|---|---|---|---|", *rows, ""]
+    out += kernels_section()
     return "\n".join(out)
+
+
+def kernels_section() -> list[str]:
+    """Per-layer int8 kernel timings (benchmarks/int8_kernels.py), if measured."""
+    import json
+
+    files = sorted(RESULTS.glob("int8-kernels-*.json"))
+    out: list[str] = []
+    for f in files:
+        d = json.loads(f.read_text())
+        names = ["torch-fp32", *[f"torch-int8-{e}" for e in d["torch_engines"]], "ort-fp32",
+                 "ort-int8"]
+        m = d["licq"]["machine"]
+        out += ["", f"Per-layer kernels (`{f.relative_to(ROOT)}`, `benchmarks/int8_kernels.py`): "
+                f"one call of each convolution at a {d['input_hw'][1]}×{d['input_hw'][0]} input, "
+                f"{d['threads']} thread(s), min of {d['reps']}, ms; CPU {m.get('cpu', '?')} "
+                f"({', '.join(m.get('cpu_flags', [])) or 'flags not recorded'}). Sub-pixel rows: "
+                "the transposed convolution as Conv2d + PixelShuffle (what the int8 backend runs).",
+                "", "| layer | MMACs | " + " | ".join(names) + " | fastest int8 |",
+                "|---|---|" + "---|" * len(names) + "---|"]
+        for r in d["layers"]:
+            cells = []
+            for n in names:
+                v = r["seconds"].get(n)
+                cells.append(f"{v * 1e3:.2f}" if v is not None else
+                             ("unsupported" if n in r["errors"] else "—"))
+            out.append(f"| {r['layer']} | {r['macs'] / 1e6:,.0f} | " + " | ".join(cells)
+                       + f" | {r['fastest_int8'] or '—'} |")
+        for part, t in d["totals_seconds"].items():
+            out.append(f"| **{part} total** | | " + " | ".join(
+                f"{t[n] * 1e3:.1f}" if t.get(n) is not None else "—" for n in names) + " | |")
+        errs = sorted({e for r in d["layers"] for e in r["errors"].values()})
+        if errs:
+            out += ["", "Refused by PyTorch: " + "; ".join(f"“{e}”" for e in errs) + "."]
+    return out
 
 
 def codec_section() -> str:

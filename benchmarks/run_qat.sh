@@ -4,6 +4,9 @@
 #   bash benchmarks/run_qat.sh ablations [dpa dgm ...]  # one switch at a time against fmpq-6x
 #   bash benchmarks/run_qat.sh dq          # DynaQuant dynamic bits {4,6,8} and {6,8,10} (issue 7)
 #   bash benchmarks/run_qat.sh dq-gamma    # {4,6,8} with γ = 0.05 instead of 0.01
+#   STEPS=1200 bash benchmarks/run_qat.sh long  # fmpq-6x / 8x / 4x with a longer budget
+#     -> qat-<arch>-fmpq-<r>x-s<STEPS>.json (the main rows keep the 300-step budget of the
+#        ablations; two copies of the script run two settings side by side)
 #     -> benchmarks/results/dq-<arch>-<candidates>.json, then the static DPA+DGM configuration
 #        at the nearest uniform bit-width to the measured mean bits (dq-<arch>-static-w<B>.json)
 # Every setting: `licq qat --preset fmpq` (RD loss, leaky clip 0.01, STE, LSQ log-scales) unless
@@ -41,6 +44,11 @@ case ${1:-main} in
     run fmpq-4x --preset fmpq --bit-config "$(fmpq 4x)"
     run fmpq-8x --preset fmpq --bit-config "$(fmpq 8x)"
     ;;
+  long)
+    for r in 6x 8x 4x; do
+      run "fmpq-$r-s$STEPS" --preset fmpq --bit-config "$(fmpq "$r")"
+    done
+    ;;
   ablations)  # all five, or: bash benchmarks/run_qat.sh ablations dpa dgm
     shift
     names=("$@")
@@ -71,6 +79,6 @@ case ${1:-main} in
         "benchmarks/results/dq-$ARCH-4-6-8-gamma0.05.json")
     PREFIX=dq run "static-w$b" --preset dynaquant-q --w-bits "$b" --a-bits "$b"
     ;;
-  *) echo "usage: $0 main|ablations|dq|dq-gamma" >&2; exit 2 ;;
+  *) echo "usage: $0 main|long|ablations|dq|dq-gamma" >&2; exit 2 ;;
 esac
 echo "$(date -Is) done ${1:-main}"
