@@ -180,7 +180,7 @@ class QGDN(GDN, QuantLayer):
         if self.abs_variant:
             norm = F.conv2d(torch.abs(x), gamma, beta)
             return x * (norm if self.inverse else 1.0 / norm)
-        norm = F.conv2d(x * x, gamma, beta)  # == x**2 bit for bit; exports as Mul, not Pow
+        norm = F.conv2d(x**2, gamma, beta)  # exports as Pow: one DequantizeLinear (Mul(x, x): two)
         return x * (_SafeSqrt.apply(norm) if self.inverse else _SafeRsqrt.apply(norm))
 
 
