@@ -14,7 +14,8 @@ shapes of licq's default model) at the input size of a Kodak image (768×512), t
                    weights as licq.export.onnx stores 8-bit weights on this CPU; optimisation
                    "extended", what licq's int8 backend uses).
 g_s's transposed convolutions are also timed in their sub-pixel form (Conv2d with 4× the output
-channels + PixelShuffle, licq.export.subpixel), which is what the int8 backend runs. Random
+channels + PixelShuffle, licq.export.subpixel), and g_a's RGB input layer in its space-to-depth
+form (PixelUnshuffle + 3×3 Conv2d on 12 channels), which are what the int8 backend runs. Random
 weights and inputs (the kernels' speed does not depend on the values); min over --reps calls
 after one warm-up; inputs already quantized (the quantize step is not timed).
 Writes benchmarks/results/int8-kernels-bmshj2018-hyperprior.json.
@@ -53,7 +54,12 @@ def _time(fn, reps: int) -> float:
 def _layers(hw: tuple[int, int]) -> list[tuple[str, nn.Module, tuple[int, ...]]]:
     """(name, float layer, input shape) for g_a's convs, g_s's transposed convs and their
     sub-pixel convs, from a forward pass of licq's default architecture at ``hw``."""
-    from licq.export.subpixel import SubPixelConv, rewrite_transposed_convs
+    from licq.export.subpixel import (
+        SubPixelConv,
+        rewrite_transposed_convs,
+        space_to_depth_supported,
+        to_space_to_depth,
+    )
     from licq.models import get_adapter
 
     model = get_adapter(ARCH).build(64, 96).eval()
@@ -80,6 +86,14 @@ def _layers(hw: tuple[int, int]) -> list[tuple[str, nn.Module, tuple[int, ...]]]
     for name, mod in sub.named_modules():
         if isinstance(mod, SubPixelConv) and name.startswith("g_s"):
             out.append((f"{name}(sub-pixel)", mod.conv, shapes["sub:" + name + ".conv"]))
+    for name, mod, shape in list(out):  # the RGB input layer as int8 export runs it
+        if isinstance(mod, nn.Conv2d) and space_to_depth_supported(mod) and shape[1] <= 4:
+            s2d = to_space_to_depth(mod)
+            pl, pr, pt, pb = s2d.pad
+            s = s2d.stride
+            out.append((f"{name}(space-to-depth)", s2d.conv,
+                        (shape[0], shape[1] * s * s, (shape[2] + pt + pb) // s,
+                         (shape[3] + pl + pr) // s)))
     return out
 
 
@@ -206,15 +220,19 @@ def main() -> None:
         print(f"{name:24s} " + "  ".join(f"{k} {v * 1e3:.2f}ms" for k, v in row["seconds"].items()),
               flush=True)
 
-    def total(part: str, engine: str, sub: bool) -> float | None:
+    def total(part: str, engine: str, rewritten: bool) -> float | None:
+        """Sum over ``part``'s layers, in their rewritten forms or in the original ones."""
+        forms = {r["layer"].split("(")[0] for r in rows if "(" in r["layer"]}
         sel = [r for r in rows if r["layer"].startswith(part)
-               and (("sub-pixel" in r["layer"]) == sub or part == "g_a")]
+               and ("(" in r["layer"] if rewritten and r["layer"].split("(")[0] in forms
+                    else "(" not in r["layer"])]
         if not sel or any(engine not in r["seconds"] for r in sel):
             return None
         return sum(r["seconds"][engine] for r in sel)
 
     names = sorted({k for r in rows for k in r["seconds"]})
     totals = {"g_a": {e: total("g_a", e, False) for e in names},
+              "g_a (space-to-depth input layer)": {e: total("g_a", e, True) for e in names},
               "g_s (transposed)": {e: total("g_s", e, False) for e in names},
               "g_s (sub-pixel)": {e: total("g_s", e, True) for e in names}}
     prov = provenance()

@@ -163,3 +163,19 @@ def test_8bit_weight_storage(u8, w8a8, image, tmp_path, monkeypatch):
         ref = w8a8.g_a(image)
         out = int8_backend(w8a8, tmp_path / "be", threads=1).g_a(image)
     assert (out - ref).abs().max() <= 0.02 * ref.abs().max()
+
+
+def test_space_to_depth_input_layer_is_bit_identical_in_ort(w8a8, image, tmp_path, monkeypatch):
+    """The RGB input layer exported in its space-to-depth form runs as QLinearConv and gives
+    exactly the same int8 result as the plain strided form (integer sums in another order)."""
+    import licq.export.subpixel as sp
+
+    backend = int8_backend(w8a8, tmp_path / "s2d", threads=1)
+    assert layer_kernel_map(tmp_path / "s2d" / "g_a.opt.onnx", "g_a")["g_a.0"] == "QLinearConv"
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "s2d" / "g_a.onnx")).graph.node}
+    monkeypatch.setattr(sp, "rewrite_strided_input_convs", lambda model, max_in_channels=4: [])
+    plain = int8_backend(w8a8, tmp_path / "plain", threads=1)
+    ops_plain = {n.op_type for n in onnx.load(str(tmp_path / "plain" / "g_a.onnx")).graph.node}
+    assert ops != ops_plain  # the rewrite did change the graph
+    with torch.no_grad():
+        assert torch.equal(backend.g_a(image), plain.g_a(image))

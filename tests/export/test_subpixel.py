@@ -4,7 +4,7 @@ import torch.nn as nn
 
 from licq.api import LayerQConfig, QuantConfig, quantize_
 from licq.export.subpixel import rewrite_transposed_convs, supported, to_subpixel
-from licq.quant.modules import QConvTranspose2d
+from licq.quant.modules import QConv2d, QConvTranspose2d
 from tests.conftest import tiny_model
 
 
@@ -51,4 +51,46 @@ def test_rewrite_whole_codec_same_bitstreams():
         names = rewrite_transposed_convs(model)
         assert names == ["g_s.0", "g_s.2", "g_s.4", "g_s.6", "h_s.0", "h_s.2"]
         out = model.decompress(enc["strings"], enc["shape"])["x_hat"]
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("k,s,p", [(5, 2, 2), (3, 2, 1), (4, 2, 1), (5, 4, 2), (3, 3, 1)])
+def test_space_to_depth_equals_strided_conv(k, s, p):
+    from licq.export.subpixel import space_to_depth_supported, to_space_to_depth
+
+    torch.manual_seed(k * 10 + s)
+    c = nn.Conv2d(3, 7, k, s, p)
+    assert space_to_depth_supported(c)
+    m = to_space_to_depth(c)
+    for h, w in ((6 * s, 4 * s), (16 * s, 9 * s)):
+        x = torch.randn(2, 3, h, w)
+        with torch.no_grad():
+            torch.testing.assert_close(m(x), c(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError):  # a size that is not a multiple of s: refused, not wrong
+        m(torch.randn(1, 3, 6 * s + 1, 4 * s))
+    assert not space_to_depth_supported(nn.Conv2d(3, 7, 3, 1, 1))
+
+
+def test_quantized_space_to_depth_keeps_quantizers_and_function():
+    from licq.export.subpixel import rewrite_strided_input_convs
+
+    torch.manual_seed(0)
+    seq = nn.Sequential(QConv2d.from_float(nn.Conv2d(3, 6, 5, 2, 2), LayerQConfig(6, 8)),
+                        QConv2d.from_float(nn.Conv2d(6, 6, 5, 2, 2), LayerQConfig(6, 8)))
+    for q in seq:
+        with torch.no_grad():
+            q.input_quant.scale.fill_(0.02)
+            q.input_quant.zero_point.fill_(120.0)
+            q.input_quant.calibrated.fill_(True)
+    x = torch.rand(1, 3, 16, 24) * 2 - 1
+    with torch.no_grad():
+        ref = seq(x)
+    w_scale = seq[0].weight_quant.scale.clone()
+    assert rewrite_strided_input_convs(seq) == ["0"]  # the 6-channel layer is left alone
+    conv = seq[0].conv
+    assert isinstance(conv, QConv2d) and conv.in_channels == 12 and conv.kernel_size == (3, 3)
+    torch.testing.assert_close(conv.weight_quant.scale, w_scale)  # per output channel, copied
+    with torch.no_grad():
+        out = seq(x)
+    # same quantized input grid and weight codes: equal up to float summation order
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)

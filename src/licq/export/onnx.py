@@ -6,7 +6,10 @@ quantized model as ONNX graphs in the QDQ format: every quantized layer's input 
 weight a per-channel ``QuantizeLinear → DequantizeLinear`` pair (int8). Layers below 8 bits keep
 their own grid: their values are clipped to it first and are exactly representable in 8 bits.
 Transposed convolutions are first rewritten as ``Conv2d + PixelShuffle`` (exactly the same
-function, :mod:`licq.export.subpixel`), so that the decoder's layers are ordinary convolutions.
+function, :mod:`licq.export.subpixel`), so that the decoder's layers are ordinary convolutions,
+and a quantized strided convolution on ≤ 4 input channels (the RGB input layer) as
+``PixelUnshuffle + Conv2d`` (the same integer sums; the exported g_a then needs an input whose
+height and width are even, as CompressAI's padding to multiples of 64 gives).
 
 ONNX Runtime fuses ``DequantizeLinear → Conv → QuantizeLinear`` into ``QLinearConv``, an int8
 kernel, wherever a layer's output is quantized by the next layer's input quantizer; a layer
@@ -173,13 +176,14 @@ def export_onnx(
 
     Inputs have dynamic batch, height and width. Returns ``part -> path``.
     """
-    from licq.export.subpixel import rewrite_transposed_convs
+    from licq.export.subpixel import rewrite_strided_input_convs, rewrite_transposed_convs
 
     _check_static(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     m = copy.deepcopy(model).eval().cpu()
     rewrite_transposed_convs(m)
+    rewrite_strided_input_convs(m)
     _requant_before_shuffle(m)
     h, w = sample_hw
     with torch.no_grad():

@@ -118,3 +118,90 @@ def rewrite_transposed_convs(model: nn.Module) -> list[str]:
             setattr(parent, child, to_subpixel(mod))
             done.append(name)
     return done
+
+
+# --- strided convolutions on few input channels: the space-to-depth form ---------------------
+
+
+class SpaceToDepthConv(nn.Module):
+    """``pad → PixelUnshuffle(s) → conv (C_in·s² channels, stride 1, no padding)``: equal to a
+    stride-s convolution (float: up to summation order; int8 kernels: bit-identical, since the
+    integer sums are exact in any order) on inputs whose height and width are multiples of s."""
+
+    def __init__(self, conv: nn.Conv2d, stride: int, pad: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        self.conv = conv
+        self.stride = stride
+        self.pad = pad
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.pixel_unshuffle(F.pad(x, self.pad), self.stride))
+
+
+def space_to_depth_supported(mod: nn.Module) -> bool:
+    if type(mod) not in (nn.Conv2d, QConv2d) or mod.groups != 1 or mod.dilation != (1, 1):
+        return False
+    (kh, kw), (sh, sw), (ph, pw) = mod.kernel_size, mod.stride, mod.padding
+    return (sh == sw > 1 and kh == kw and ph == pw and mod.padding_mode == "zeros"
+            and isinstance(ph, int))
+
+
+@torch.no_grad()
+def to_space_to_depth(mod: nn.Conv2d) -> SpaceToDepthConv:
+    """The space-to-depth equivalent of a strided ``mod`` (float or :class:`QConv2d`).
+
+    Tap (u, v) = (s·du + a, s·dv + b) of input channel c moves to channel c·s² + a·s + b (the
+    order of ``pixel_unshuffle``), offset (du, dv) of a K×K kernel, K = ⌈k/s⌉; the taps past k
+    are zero. Quantized layers keep their codes: the output channels, and so the per-channel
+    weight scales, are unchanged, a zero weight has code 0 (or the zero point), and the shared
+    input quantizer maps the zero padding to its zero point as the original padding did.
+    """
+    if not space_to_depth_supported(mod):
+        raise ValueError(f"no space-to-depth form for {mod}")
+    k, s, p = mod.kernel_size[0], mod.stride[0], mod.padding[0]
+    kc = -(-k // s)
+    w = mod.weight.detach()
+    c_out, c_in = w.shape[:2]
+    out = w.new_zeros(c_out, c_in, s, s, kc, kc)
+    for a in range(s):
+        for b in range(s):
+            for du in range(kc):
+                for dv in range(kc):
+                    u, v = s * du + a, s * dv + b
+                    if u < k and v < k:
+                        out[:, :, a, b, du, dv] = w[:, :, u, v]
+    conv = nn.Conv2d(c_in * s * s, c_out, kc, bias=mod.bias is not None)
+    conv.weight.copy_(out.reshape(c_out, c_in * s * s, kc, kc))
+    if mod.bias is not None:
+        conv.bias.copy_(mod.bias.detach())
+    if isinstance(mod, QConv2d):
+        conv = QConv2d.from_float(conv, mod.qconfig)
+        conv.weight_quant.load_state_dict(mod.weight_quant.state_dict())
+        if mod.input_quant is not None:
+            conv.input_quant.load_state_dict(mod.input_quant.state_dict())
+        conv.to(mod.weight.device)
+    # for inputs whose size n is a multiple of s: the original's last window starts at
+    # s·(out−1) = n + 2p − k − r, r = (2p − k) mod s, and the K·s rows of the new window must
+    # exist, so pad p on the top/left and p + extra on the bottom/right (a multiple of s in all;
+    # other sizes make pixel_unshuffle fail rather than give a wrong answer)
+    extra = kc * s - k - (2 * p - k) % s
+    return SpaceToDepthConv(conv, s, (p, p + extra, p, p + extra)).train(mod.training)
+
+
+def rewrite_strided_input_convs(model: nn.Module, max_in_channels: int = 4) -> list[str]:
+    """Replace, in place, every strided quantized convolution of ``model`` with at most
+    ``max_in_channels`` inputs (the RGB input layer) by its space-to-depth form; the names.
+
+    Why: ONNX Runtime's int8 convolution is slow on 3 input channels (im2col rows of 75 taps);
+    the same layer as a 3×3 convolution on 12 channels ran about 3× faster
+    (``benchmarks/int8_kernels.py``). Float layers are left alone (ONNX Runtime's float
+    kernels were slower in that form)."""
+    done = []
+    for name, mod in list(model.named_modules()):
+        if (isinstance(mod, QConv2d) and space_to_depth_supported(mod)
+                and mod.in_channels <= max_in_channels):
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, to_space_to_depth(mod))
+            done.append(name)
+    return done
