@@ -52,3 +52,13 @@ def test_read_errors(tmp_path):
     p.write_text(json.dumps({"name": "x"}))
     with pytest.raises(ResultsFormatError, match="missing 'results'"):
         read_results(p)
+
+
+def test_isa_flags_reads_cpuinfo_and_lscpu_text():
+    from licq._provenance import isa_flags, machine
+
+    cpuinfo = "processor : 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n"
+    assert isa_flags(cpuinfo) == ["avx2", "avx512f", "avx512_vnni"]
+    lscpu = "Model name: X\nFlags: fpu avx2 avx_vnni amx_int8 avx512_vnni_extra\n"
+    assert isa_flags(lscpu) == ["avx2", "avx_vnni", "amx_int8"]  # whole words only
+    assert isinstance(machine()["cpu_flags"], list)
