@@ -4,11 +4,11 @@
 #   bash benchmarks/run_qat.sh ablations [dpa dgm ...]  # one switch at a time against fmpq-6x
 #   bash benchmarks/run_qat.sh dq          # DynaQuant dynamic bits {4,6,8} and {6,8,10} (issue 7)
 #   bash benchmarks/run_qat.sh dq-gamma    # {4,6,8} with γ = 0.05 instead of 0.01
-#   STEPS=1200 bash benchmarks/run_qat.sh long  # fmpq-6x / 8x / 4x with a longer budget
-#     -> qat-<arch>-fmpq-<r>x-s<STEPS>.json (the main rows keep the 300-step budget of the
-#        ablations; two copies of the script run two settings side by side)
 #     -> benchmarks/results/dq-<arch>-<candidates>.json, then the static DPA+DGM configuration
 #        at the nearest uniform bit-width to the measured mean bits (dq-<arch>-static-w<B>.json)
+#   STEPS=1200 bash benchmarks/run_qat.sh long [6x 8x 4x]  # FMPQ settings, a longer budget
+#     -> qat-<arch>-fmpq-<r>x-s<STEPS>.json (the main rows keep the 300-step budget of the
+#        ablations; two copies of the script run two settings side by side)
 # Every setting: `licq qat --preset fmpq` (RD loss, leaky clip 0.01, STE, LSQ log-scales) unless
 # the ablation changes one switch; STEPS steps per quality (batch 8, 128 px crops of
 # ../shared/data/train, weight lr 1e-5, scale lr 1e-4), 1 thread. Resumable: a finished results
@@ -44,8 +44,11 @@ case ${1:-main} in
     run fmpq-4x --preset fmpq --bit-config "$(fmpq 4x)"
     run fmpq-8x --preset fmpq --bit-config "$(fmpq 8x)"
     ;;
-  long)
-    for r in 6x 8x 4x; do
+  long)  # all three, or: STEPS=2400 bash benchmarks/run_qat.sh long 8x 4x
+    shift
+    ratios=("$@")
+    [[ ${#ratios[@]} -gt 0 ]] || ratios=(6x 8x 4x)
+    for r in "${ratios[@]}"; do
       run "fmpq-$r-s$STEPS" --preset fmpq --bit-config "$(fmpq "$r")"
     done
     ;;
