@@ -193,7 +193,7 @@ def rewrite_strided_input_convs(model: nn.Module, max_in_channels: int = 4) -> l
     ``max_in_channels`` inputs (the RGB input layer) by its space-to-depth form; the names.
 
     Why: ONNX Runtime's int8 convolution is slow on 3 input channels (im2col rows of 75 taps);
-    the same layer as a 3×3 convolution on 12 channels ran about 3× faster
+    the same layer as a 3×3 convolution on 12 channels ran 2.3× faster
     (``benchmarks/int8_kernels.py``). Float layers are left alone (ONNX Runtime's float
     kernels were slower in that form)."""
     done = []
