@@ -54,13 +54,14 @@ _U8S8_EXACT: bool | None = None
 
 
 def _u8s8_probe() -> tuple[np.ndarray, np.ndarray, float]:
-    """The input, weights and output scale of :func:`u8s8_exact`'s 1×1 ``QLinearConv``: adjacent
-    channels form the pairs that vpmaddubsw adds, 24 pairs of 255·127 (64,770 each, > 32,767)
-    and 8 of 255·(−128); exact sum 1,032,240, with saturated pairs 524,264."""
-    c = 64
-    w = np.full((1, c, 1, 1), 127, np.int8)
-    w[0, 48:] = -128
-    return np.full((1, c, 1, 1), 255, np.uint8), w, 8192.0
+    """The input, weights and output scale of :func:`u8s8_exact`'s 1×1 ``QLinearConv``: for
+    every output, adjacent channels form the pairs that vpmaddubsw adds, 24 pairs of 255·127
+    (64,770 each, > 32,767) and 8 of 255·(−128); exact sum 1,032,240, with saturated pairs
+    524,264."""
+    c = 64  # a GEMM of ordinary shape (16 outputs × 64 pixels × 64 channels), not a dot product
+    w = np.full((16, c, 1, 1), 127, np.int8)
+    w[:, 48:] = -128
+    return np.full((1, c, 8, 8), 255, np.uint8), w, 8192.0
 
 
 def u8s8_exact() -> bool:
@@ -72,26 +73,26 @@ def u8s8_exact() -> bool:
         from onnx import TensorProto, helper, numpy_helper
 
         x, w, out_scale = _u8s8_probe()
-        c = x.shape[1]
-        exact = int((x.astype(np.int64) * w.astype(np.int64)).sum())
+        n_out = w.shape[0]
+        exact = int((x[0, :, 0, 0].astype(np.int64) * w[0, :, 0, 0].astype(np.int64)).sum())
         inits = [numpy_helper.from_array(a, n) for a, n in (
-            (np.array(1.0, np.float32), "xs"), (np.array(0, np.uint8), "xz"),
-            (w, "w"), (np.array([1.0], np.float32), "ws"), (np.array([0], np.int8), "wz"),
+            (np.array(1.0, np.float32), "xs"), (np.array(0, np.uint8), "xz"), (w, "w"),
+            (np.ones(n_out, np.float32), "ws"), (np.zeros(n_out, np.int8), "wz"),
             (np.array(out_scale, np.float32), "ys"), (np.array(0, np.uint8), "yz"))]
         node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"],
                                 ["y"])
         graph = helper.make_graph(
-            [node], "u8s8", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, c, 1, 1])],
-            [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 1, 1, 1])], inits)
+            [node], "u8s8", [helper.make_tensor_value_info("x", TensorProto.UINT8, x.shape)],
+            [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)])
         model.ir_version = 7
         so = ort.SessionOptions()
         so.log_severity_level = 3
         sess = ort.InferenceSession(model.SerializeToString(), so,
                                     providers=["CPUExecutionProvider"])
-        got = int(sess.run(None, {"x": x})[0].reshape(-1)[0])
+        got = sess.run(None, {"x": x})[0]
         want = int(np.clip(np.round(exact / out_scale), 0, 255))
-        _U8S8_EXACT = got == want
+        _U8S8_EXACT = bool((got == want).all())
     return _U8S8_EXACT
 
 
