@@ -69,6 +69,7 @@ def test_space_to_depth_equals_strided_conv(k, s, p):
     with pytest.raises(RuntimeError):  # a size that is not a multiple of s: refused, not wrong
         m(torch.randn(1, 3, 6 * s + 1, 4 * s))
     assert not space_to_depth_supported(nn.Conv2d(3, 7, 3, 1, 1))
+    assert not space_to_depth_supported(nn.Conv2d(3, 7, 3, 2, "valid"))
 
 
 def test_quantized_space_to_depth_keeps_quantizers_and_function():

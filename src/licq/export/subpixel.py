@@ -139,11 +139,11 @@ class SpaceToDepthConv(nn.Module):
 
 
 def space_to_depth_supported(mod: nn.Module) -> bool:
-    if type(mod) not in (nn.Conv2d, QConv2d) or mod.groups != 1 or mod.dilation != (1, 1):
+    if (type(mod) not in (nn.Conv2d, QConv2d) or mod.groups != 1 or mod.dilation != (1, 1)
+            or isinstance(mod.padding, str)):  # "same" / "valid"
         return False
     (kh, kw), (sh, sw), (ph, pw) = mod.kernel_size, mod.stride, mod.padding
-    return (sh == sw > 1 and kh == kw and ph == pw and mod.padding_mode == "zeros"
-            and isinstance(ph, int))
+    return sh == sw > 1 and kh == kw and ph == pw and mod.padding_mode == "zeros"
 
 
 @torch.no_grad()
