@@ -128,23 +128,10 @@ def _torch_int8(mod: nn.Module, in_shape: tuple[int, ...], engine: str, reps: in
     return _time(lambda: q(xq), reps)
 
 
-def _ort_session(model, level: str, threads: int):
-    import onnxruntime as ort
-
-    from licq.export.onnx import OPT_LEVELS
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = OPT_LEVELS[level](ort)
-    so.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
 def _ort(mod: nn.Conv2d, in_shape: tuple[int, ...], int8: bool, threads: int, reps: int) -> float:
     from onnx import TensorProto, helper, numpy_helper
 
-    from licq.export.onnx import OPSET, u8_weight_storage
+    from licq.export.onnx import OPSET, ort_session, u8_weight_storage
 
     w = mod.weight.detach().numpy()
     cout = w.shape[0]
@@ -175,7 +162,7 @@ def _ort(mod: nn.Conv2d, in_shape: tuple[int, ...], int8: bool, threads: int, re
     graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info("x", dt, in_shape)],
                               [helper.make_tensor_value_info("y", dt, None)], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    sess = _ort_session(model, level, threads)
+    sess = ort_session(model.SerializeToString(), threads, level)
     return _time(lambda: sess.run(None, {"x": x}), reps)
 
 
@@ -220,12 +207,13 @@ def main() -> None:
         print(f"{name:24s} " + "  ".join(f"{k} {v * 1e3:.2f}ms" for k, v in row["seconds"].items()),
               flush=True)
 
+    rewritten_form = {r["layer"].split("(")[0]: r for r in rows if "(" in r["layer"]}
+
     def total(part: str, engine: str, rewritten: bool) -> float | None:
-        """Sum over ``part``'s layers, in their rewritten forms or in the original ones."""
-        forms = {r["layer"].split("(")[0] for r in rows if "(" in r["layer"]}
-        sel = [r for r in rows if r["layer"].startswith(part)
-               and ("(" in r["layer"] if rewritten and r["layer"].split("(")[0] in forms
-                    else "(" not in r["layer"])]
+        """Sum over ``part``'s layers, each in its rewritten form if it has one and
+        ``rewritten``, else in the original form."""
+        sel = [rewritten_form.get(r["layer"], r) if rewritten else r for r in rows
+               if r["layer"].startswith(part) and "(" not in r["layer"]]
         if not sel or any(engine not in r["seconds"] for r in sel):
             return None
         return sum(r["seconds"][engine] for r in sel)

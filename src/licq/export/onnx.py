@@ -69,7 +69,6 @@ def u8s8_exact() -> bool:
     extremes of 8-bit codes (see :func:`_u8s8_probe`), measured once per process."""
     global _U8S8_EXACT
     if _U8S8_EXACT is None:
-        import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
 
         x, w, out_scale = _u8s8_probe()
@@ -86,11 +85,7 @@ def u8s8_exact() -> bool:
             [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)])
         model.ir_version = 7
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        sess = ort.InferenceSession(model.SerializeToString(), so,
-                                    providers=["CPUExecutionProvider"])
-        got = sess.run(None, {"x": x})[0]
+        got = ort_session(model.SerializeToString(), threads=1).run(None, {"x": x})[0]
         want = int(np.clip(np.round(exact / out_scale), 0, 255))
         _U8S8_EXACT = bool((got == want).all())
     return _U8S8_EXACT
@@ -222,6 +217,23 @@ OPT_LEVELS = {
 }
 
 
+def ort_session(model: str | os.PathLike | bytes, threads: int | None = None,
+                opt_level: str = "extended", optimized_path: str | os.PathLike | None = None):  # noqa: ANN201
+    """A CPU ONNX Runtime session of ``model`` (a path or serialized bytes): ``threads``
+    intra-op threads (default: torch's), one inter-op thread, optimisation ``opt_level``."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or torch.get_num_threads()
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = OPT_LEVELS[opt_level](ort)
+    so.log_severity_level = 3
+    if optimized_path is not None:
+        so.optimized_model_filepath = str(optimized_path)
+    src = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+
+
 class OrtModule(nn.Module):
     """An ONNX Runtime session standing in for a torch module (CPU, float32 in and out)."""
 
@@ -229,17 +241,8 @@ class OrtModule(nn.Module):
                  optimized_path: str | os.PathLike | None = None,
                  opt_level: str = "extended") -> None:
         super().__init__()
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or torch.get_num_threads()
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = OPT_LEVELS[opt_level](ort)
-        so.log_severity_level = 3
-        if optimized_path is not None:
-            so.optimized_model_filepath = str(optimized_path)
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.session = ort_session(path, threads, opt_level, optimized_path)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.session.run(None, {"x": np.ascontiguousarray(x.detach().cpu().float().numpy())})[0]
