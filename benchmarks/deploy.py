@@ -164,19 +164,19 @@ def main() -> None:  # noqa: PLR0915 - one linear benchmark
                 import licq.export.onnx as lonnx
 
                 u8 = u8_weight_storage()
-                alt = {f"storage-{'s8' if u8 else 'u8'}": ({"U8_WEIGHTS": not u8}, "extended"),
-                       "opt-all": ({}, "all")}
-                for vname, (flags, level) in alt.items():
-                    lonnx.U8_WEIGHTS = flags.get("U8_WEIGHTS")
+                alt = {f"storage-{'s8' if u8 else 'u8'}": (not u8, "extended"),  # (U8_WEIGHTS,
+                       "opt-all": (None, "all")}                                 #  level)
+                for vname, (u8_weights, level) in alt.items():
+                    before, lonnx.U8_WEIGHTS = lonnx.U8_WEIGHTS, u8_weights
                     try:
                         be = int8_backend(m, work / f"q{q}" / f"{c}-{vname}-onnx",
                                           threads=args.threads, opt_level=level)
+                        storage = "u8" if u8_weight_storage() else "s8"
                     finally:
-                        lonnx.U8_WEIGHTS = None
+                        lonnx.U8_WEIGHTS = before
                     rows_v = evaluate(be, images, progress=False)
                     variants[vname] = {
-                        "quality": q, "opt_level": level,
-                        "weight_storage_8bit": "u8" if flags.get("U8_WEIGHTS", u8) else "s8",
+                        "quality": q, "opt_level": level, "weight_storage_8bit": storage,
                         "encode_seconds": _mean(rows_v, "encoding_time"),
                         "decode_seconds": _mean(rows_v, "decoding_time"),
                         "encode_seconds_default": _mean(rows_i8, "encoding_time"),

@@ -144,11 +144,12 @@ def salvage(run: Path, stage: str) -> None:
 def quality_stages(args: argparse.Namespace, train, arch: str, sizes: list[str], init: str,  # noqa: ANN001
                    lr: str, seed0: int, seconds: float, fp16: bool = False,
                    keep_diverged: bool = False, extra_q1: list[Path] | None = None) -> None:
-    """q1..q4 of ``arch`` at CompressAI's λ, each from ``init`` (a path, ``{q}`` filled in), packed."""
+    """q1..q4 of ``arch`` at CompressAI's λ, each from ``init`` (a path; ``{q}`` in it becomes
+    the quality), packed."""
     for q in (1, 2, 3, 4):
         stage = f"{arch}-q{q}"
         run = train(stage, "-a", arch, *sizes, "-q", str(q), "--lr", lr, "--seed", str(seed0 + q),
-                    "--max-seconds", str(seconds), "--init", init.format(q=q),
+                    "--max-seconds", str(seconds), "--init", init.replace("{q}", str(q)),
                     keep_diverged=keep_diverged)
         if run is not None:
             pack(args.out, stage, run, fp16, (extra_q1 or []) if q == 1 else [])
@@ -162,7 +163,7 @@ def train_cheng(args: argparse.Namespace, train) -> None:  # noqa: ANN001
     base = train("cheng2020-anchor-base", "-a", "cheng2020-anchor", "-N", "64", "--lambda",
                  "0.0067", "--lr", "3e-4", "--max-seconds", str(args.cheng_base_s))
     quality_stages(args, train, "cheng2020-anchor", ["-N", "64"],
-                   str(base / "model.safetensors").replace("{", "{{").replace("}", "}}"),  # no {q}
+                   str(base / "model.safetensors"),
                    lr="1e-4", seed0=0, seconds=args.cheng_q_s,
                    extra_q1=[base / "train.json", base / "train.log"])
 
