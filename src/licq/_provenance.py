@@ -64,7 +64,7 @@ def machine() -> dict:
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # plain str: TorchVersion is refused by weights_only loads
     }
 
 

@@ -1,16 +1,20 @@
+from fractions import Fraction
+
 import pytest
 import torch
 
+from licq._provenance import provenance
 from licq.data import CropSampler
+from licq.errors import CheckpointError
 from licq.qat import RateDistortionLoss, TrainConfig, Trainer
 from tests.conftest import tiny_model
 
 
-def _trainer(crop_dir, out, steps):
+def _trainer(crop_dir, out, steps, meta=None):
     model = tiny_model("bmshj2018-hyperprior").train()
     cfg = TrainConfig(steps=steps, batch_size=2, patch_size=64, lr=1e-3, log_every=1,
                       checkpoint_every=100, seed=3)
-    return Trainer(model, CropSampler(crop_dir, patch_size=64, seed=3), cfg, out)
+    return Trainer(model, CropSampler(crop_dir, patch_size=64, seed=3), cfg, out, meta=meta)
 
 
 def test_resume_equals_uninterrupted(tmp_path, crop_dir):
@@ -32,6 +36,27 @@ def test_resume_equals_uninterrupted(tmp_path, crop_dir):
         second.optimizer.state_dict()["state"][0]["exp_avg"])
     # and training moved the weights at all
     assert not torch.equal(a["g_a.0.weight"], tiny_model("bmshj2018-hyperprior").g_a[0].weight)
+
+
+@pytest.mark.parametrize("meta", ["provenance", "torch-version-object"])
+def test_checkpoint_with_provenance_meta_resumes(tmp_path, crop_dir, meta):
+    # the CLI puts provenance() into the meta; it once held torch.__version__ (a TorchVersion),
+    # which torch.load(weights_only=True) refused, so no `licq qat` run could be resumed
+    extra = provenance() if meta == "provenance" else {"torch": torch.__version__}
+    if meta == "provenance":
+        assert type(extra["machine"]["torch"]) is str
+    first = _trainer(crop_dir, tmp_path, steps=2, meta={"provenance": extra})
+    first.fit(progress=False)
+    second = _trainer(crop_dir, tmp_path, steps=3)
+    second.load_checkpoint(tmp_path / Trainer.CHECKPOINT)
+    assert second.state.step == 2
+
+
+def test_checkpoint_with_foreign_object_is_refused(tmp_path, crop_dir):
+    t = _trainer(crop_dir, tmp_path, steps=1, meta={"what": Fraction(1, 3)})
+    t.fit(progress=False)
+    with pytest.raises(CheckpointError, match="cannot read training checkpoint"):
+        _trainer(crop_dir, tmp_path, steps=2).load_checkpoint(tmp_path / Trainer.CHECKPOINT)
 
 
 def test_training_lowers_the_rd_loss(tmp_path, crop_dir):

@@ -19,6 +19,7 @@ import functools
 import io
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.torch_version import TorchVersion
 from tqdm.auto import tqdm
 
 from licq._provenance import atomic_write_bytes
@@ -241,9 +243,13 @@ class Trainer:
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore everything :meth:`save_checkpoint` wrote, so training continues exactly."""
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError) as e:
-            raise CheckpointError(f"cannot read training checkpoint {path}: {e}") from None
+            # checkpoints written before provenance stored torch's version as a plain str hold a
+            # TorchVersion (a str subclass) in their meta: allowed, nothing else is
+            with torch.serialization.safe_globals([TorchVersion]):
+                ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"cannot read training checkpoint {path}: {first}") from None
         if not isinstance(ckpt, dict) or "optimizer" not in ckpt or "step" not in ckpt:
             raise CheckpointError(f"{path} is not a licq training checkpoint (no optimizer state)")
         self.model.load_state_dict(ckpt["model"])
