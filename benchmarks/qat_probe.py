@@ -1,6 +1,6 @@
 """Pick QAT's weight learning rate on training data (never Kodak).
 
-    python benchmarks/qat_probe.py --steps 200 --lrs 1e-5 1e-4
+    python benchmarks/qat_probe.py --steps 200 --lrs 1e-5 1e-4 [--schedules constant cosine]
 
 QAT of the ScaleHyperprior q3 baseline at the FMPQ DP-6x allocation (fmpq preset), one run per lr,
 then the RD loss (eval mode: latents rounded, bpp from the likelihoods) on 16 held-out 256-px
@@ -11,6 +11,7 @@ benchmarks/results/qat-probe-<arch>.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import tempfile
 import time
@@ -50,6 +51,8 @@ def main() -> None:
     ap.add_argument("--lrs", type=float, nargs="+", default=[1e-5, 1e-4])
     ap.add_argument("--variants", nargs="+", default=["fmpq"],
                     help="PARAMS/CLIP/ROUNDING[/LATENT[/SCALE_LR]] or a preset name")
+    ap.add_argument("--schedules", nargs="+", default=["constant"], choices=["constant", "cosine"],
+                    help="learning-rate schedules (cosine: to 0.01 × the lr at --steps)")
     ap.add_argument("--tag", default="", help="suffix of the results file")
     ap.add_argument("--train", type=Path, default=ROOT.parent / "shared/data/train")
     ap.add_argument("--threads", type=int, default=1)
@@ -78,16 +81,17 @@ def main() -> None:
             spec = QATSpec(params=parts[0], clip=parts[1], rounding=parts[2])
             latent = parts[3] if len(parts) > 3 else "noise"
             settings = QATSettings(spec=spec, scale_lr=float(parts[4]) if len(parts) > 4 else 1e-3)
-        for lr in args.lrs:
+        for lr, schedule in itertools.product(args.lrs, args.schedules):
             model = load_model(args.arch, checkpoint=ckpt)
             t0 = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
                 run = qat_quantize(model, cfg, settings,
                                    TrainConfig(lmbda=lmbda, lr=lr, steps=args.steps,
-                                               latent_rounding=latent),
+                                               latent_rounding=latent, lr_schedule=schedule),
                                    train_dir=args.train, out_dir=tmp,
                                    adapter=get_adapter(args.arch), progress=False)
-            rows.append({"what": f"{variant} lr={lr:g}", "steps": run.steps,
+            what = f"{variant} lr={lr:g}" + ("" if schedule == "constant" else f" {schedule}")
+            rows.append({"what": what, "steps": run.steps,
                          "seconds": time.perf_counter() - t0,
                          **held_out_loss(run.model, x, lmbda)})
             print(rows[-1], flush=True)

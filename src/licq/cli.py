@@ -324,7 +324,8 @@ def cmd_qat(args: argparse.Namespace) -> int:
                                 steps=args.steps, max_seconds=args.max_seconds,
                                 clip_max_norm=args.clip_max_norm, seed=args.seed,
                                 log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-                                loss=loss, latent_rounding=args.latent_rounding)
+                                loss=loss, latent_rounding=args.latent_rounding,
+                                lr_schedule=args.lr_schedule, lr_final=args.lr_final)
             resume = (out / "checkpoint.pth.tar").is_file() and not args.retrain
             log_file = None
             if rank == 0:
@@ -363,7 +364,8 @@ def cmd_qat(args: argparse.Namespace) -> int:
         "weight_ratio": sum(s.weight_ratio for s in sizes) / len(sizes),
         "quantized_layers_ratio": sum(s.quantized_layers_ratio for s in sizes) / len(sizes),
         "steps": [r.steps for r in runs], "train_seconds": [r.train_seconds for r in runs],
-        "train": {"dir": str(args.train_dir), "lr": args.lr, "batch_size": args.batch_size,
+        "train": {"dir": str(args.train_dir), "lr": args.lr, "lr_schedule": args.lr_schedule,
+                  "lr_final": args.lr_final, "batch_size": args.batch_size,
                   "patch_size": args.patch_size, "device": args.device,
                   "world_size": int(os.environ.get("WORLD_SIZE", "1"))},
         "command": prov["command"], "commit": prov["commit"],
@@ -732,6 +734,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, patch_size=args.patch_size, steps=args.steps,
         max_seconds=args.max_seconds, clip_max_norm=args.clip_max_norm, seed=args.seed,
         log_every=args.log_every, checkpoint_every=args.checkpoint_every,
+        lr_schedule=args.lr_schedule, lr_final=args.lr_final,
     )
     torch.manual_seed(args.seed)
     prov = provenance()  # the code that trains is the code at the start
@@ -826,6 +829,13 @@ def _add_model_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--metric", default="mse", choices=["mse", "ms-ssim"])
 
 
+def _add_lr_schedule_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
+                   help="cosine: every learning rate but the aux one decays over --steps")
+    s.add_argument("--lr-final", type=float, default=0.01,
+                   help="cosine: the last step's lr as a fraction of the first (default 0.01)")
+
+
 def _add_calib_args(s: argparse.ArgumentParser, crops: int = 32) -> None:
     s.add_argument("--calib-dir", type=Path, help="calibration images (training set, never Kodak; "
                    "default: the bundled training crops)")
@@ -909,6 +919,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int)
     s.add_argument("--max-seconds", type=float, help="training wall time per quality")
     s.add_argument("--lr", type=float, default=1e-5, help="Adam lr of the network weights")
+    _add_lr_schedule_args(s)
     s.add_argument("--aux-lr", type=float, default=1e-3)
     s.add_argument("--batch-size", type=int, default=8, help="global batch (split over ranks)")
     s.add_argument("--patch-size", type=int, default=128)
@@ -1015,6 +1026,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int)
     s.add_argument("--max-seconds", type=float, help="training wall-time budget")
     s.add_argument("--lr", type=float, default=1e-4)
+    _add_lr_schedule_args(s)
     s.add_argument("--aux-lr", type=float, default=1e-3)
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--patch-size", type=int, default=128)

@@ -10,22 +10,26 @@ from licq.qat import RateDistortionLoss, TrainConfig, Trainer
 from tests.conftest import tiny_model
 
 
-def _trainer(crop_dir, out, steps, meta=None):
+def _trainer(crop_dir, out, steps, meta=None, **kw):
     model = tiny_model("bmshj2018-hyperprior").train()
-    cfg = TrainConfig(steps=steps, batch_size=2, patch_size=64, lr=1e-3, log_every=1,
-                      checkpoint_every=100, seed=3)
+    cfg = TrainConfig(**dict(steps=steps, batch_size=2, patch_size=64, lr=1e-3, log_every=1,
+                             checkpoint_every=100, seed=3) | kw)
     return Trainer(model, CropSampler(crop_dir, patch_size=64, seed=3), cfg, out, meta=meta)
 
 
-def test_resume_equals_uninterrupted(tmp_path, crop_dir):
-    full = _trainer(crop_dir, tmp_path / "full", steps=6)
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resume_equals_uninterrupted(tmp_path, crop_dir, schedule):
+    full = _trainer(crop_dir, tmp_path / "full", steps=6, lr_schedule=schedule)
     full.fit(progress=False)
 
-    first = _trainer(crop_dir, tmp_path / "split", steps=3)
+    # the first half is trained as part of a 6-step run (a cosine decays over the whole run)
+    first = _trainer(crop_dir, tmp_path / "split", steps=6, lr_schedule=schedule,
+                     max_seconds=1e-9)
     first.fit(progress=False)
-    second = _trainer(crop_dir, tmp_path / "split", steps=6)
+    assert first.state.step == 1
+    second = _trainer(crop_dir, tmp_path / "split", steps=6, lr_schedule=schedule)
     second.load_checkpoint(tmp_path / "split" / Trainer.CHECKPOINT)
-    assert second.state.step == 3
+    assert second.state.step == 1
     second.fit(progress=False)
 
     a, b = full.model.state_dict(), second.model.state_dict()
@@ -72,7 +76,35 @@ def test_training_lowers_the_rd_loss(tmp_path, crop_dir):
     assert after < 0.8 * before
 
 
+def test_cosine_schedule_factors():
+    cfg = TrainConfig(steps=100, lr_schedule="cosine", lr_final=0.1)
+    assert cfg.lr_factor(0) == 1.0
+    assert cfg.lr_factor(50) == pytest.approx(0.55)
+    assert cfg.lr_factor(100) == pytest.approx(0.1)
+    assert cfg.lr_factor(250) == pytest.approx(0.1)
+    f = [cfg.lr_factor(i) for i in range(101)]
+    assert all(a > b for a, b in zip(f, f[1:], strict=False))
+    assert TrainConfig(steps=100).lr_factor(70) == 1.0
+
+
+def test_cosine_schedule_sets_every_group(tmp_path, crop_dir):
+    model = tiny_model("bmshj2018-hyperprior").train()
+    extra = [{"params": [torch.nn.Parameter(torch.zeros(3))], "lr": 0.5}]
+    cfg = TrainConfig(steps=4, batch_size=2, patch_size=64, lr=1e-3, lr_schedule="cosine",
+                      lr_final=0.2)
+    t = Trainer(model, CropSampler(crop_dir, patch_size=64, seed=3), cfg, tmp_path,
+                extra_param_groups=extra)
+    t.fit(progress=False)
+    lrs = [g["lr"] for g in t.optimizer.param_groups]
+    assert lrs == pytest.approx([1e-3 * cfg.lr_factor(3), 0.5 * cfg.lr_factor(3)])
+    assert lrs[0] < 1e-3 and t.aux_optimizer.param_groups[0]["lr"] == cfg.aux_lr
+
+
 def test_config_validation():
+    with pytest.raises(ValueError, match="needs steps"):
+        TrainConfig(max_seconds=10, lr_schedule="cosine")
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(steps=1, lr_schedule="step")
     with pytest.raises(ValueError, match="steps or max_seconds"):
         TrainConfig()
     with pytest.raises(ValueError, match="learning rates"):

@@ -63,6 +63,18 @@ class TrainConfig:
     # latents while training: "noise" (CompressAI: additive uniform noise) or "ste" (rounded as
     # at inference, straight-through gradient; deterministic)
     latent_rounding: str = "noise"
+    # learning rates over the run: "constant", or "cosine" (every group of the main optimizer,
+    # quantizer parameters included, decays from its own lr to lr_final × that lr at `steps`; the
+    # auxiliary optimizer keeps its lr)
+    lr_schedule: str = "constant"
+    lr_final: float = 0.01
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of every base learning rate at 0-based ``step``."""
+        if self.lr_schedule == "constant":
+            return 1.0
+        t = min(step, self.steps) / self.steps
+        return self.lr_final + (1 - self.lr_final) * 0.5 * (1 + math.cos(math.pi * t))
 
     def __post_init__(self) -> None:
         if self.steps is None and self.max_seconds is None:
@@ -77,6 +89,12 @@ class TrainConfig:
             raise ValueError(f"loss must be 'rd' or 'distortion', got {self.loss!r}")
         if self.latent_rounding not in ("noise", "ste"):
             raise ValueError(f"latent_rounding must be 'noise' or 'ste', got {self.latent_rounding!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.lr_schedule == "cosine" and not self.steps:
+            raise ValueError("a cosine learning-rate schedule needs steps (it decays over them)")
+        if not 0 <= self.lr_final <= 1:
+            raise ValueError(f"lr_final must be in [0, 1], got {self.lr_final}")
 
 
 def split_parameters(
@@ -197,6 +215,7 @@ class Trainer:
         main, aux = split_parameters(model, excluded)
         groups = [{"params": main, "lr": config.lr}] + extra
         self.optimizer = torch.optim.Adam(groups)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.aux_optimizer = torch.optim.Adam(aux, lr=config.aux_lr) if aux else None
         self.state = TrainState()
         self.rank, self.world = _dist_world()
@@ -285,6 +304,9 @@ class Trainer:
         if c.clip_max_norm > 0:
             params = self.optimizer.param_groups[0]["params"]
             torch.nn.utils.clip_grad_norm_(params, c.clip_max_norm)
+        factor = c.lr_factor(self.state.step)
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            g["lr"] = base * factor
         self.optimizer.step()
         values = torch.stack([v.detach().float() for v in out.values()])
         if self.world > 1:  # report the global batch's figures
@@ -341,7 +363,9 @@ class Trainer:
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", bpp=f"{stats['bpp_loss']:.4f}",
                                 psnr=f"{stats['psnr']:.2f}")
                 if log is not None:
+                    lr = ("" if c.lr_schedule == "constant"
+                          else f" lr={c.lr * c.lr_factor(self.state.step - 1):.3g}")
                     log(f"step={self.state.step} elapsed={self.state.elapsed:.0f}s "
-                        + " ".join(f"{k}={v:.4f}" for k, v in stats.items()))
+                        + " ".join(f"{k}={v:.4f}" for k, v in stats.items()) + lr)
             if self.state.step % c.checkpoint_every == 0:
                 self.save_checkpoint()
