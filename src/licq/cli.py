@@ -325,7 +325,8 @@ def cmd_qat(args: argparse.Namespace) -> int:
                                 clip_max_norm=args.clip_max_norm, seed=args.seed,
                                 log_every=args.log_every, checkpoint_every=args.checkpoint_every,
                                 loss=loss, latent_rounding=args.latent_rounding,
-                                lr_schedule=args.lr_schedule, lr_final=args.lr_final)
+                                lr_schedule=args.lr_schedule, lr_final=args.lr_final,
+                                lr_decay_start=args.lr_decay_start)
             resume = (out / "checkpoint.pth.tar").is_file() and not args.retrain
             log_file = None
             if rank == 0:
@@ -365,7 +366,8 @@ def cmd_qat(args: argparse.Namespace) -> int:
         "quantized_layers_ratio": sum(s.quantized_layers_ratio for s in sizes) / len(sizes),
         "steps": [r.steps for r in runs], "train_seconds": [r.train_seconds for r in runs],
         "train": {"dir": str(args.train_dir), "lr": args.lr, "lr_schedule": args.lr_schedule,
-                  "lr_final": args.lr_final, "batch_size": args.batch_size,
+                  "lr_final": args.lr_final, "lr_decay_start": args.lr_decay_start,
+                  "batch_size": args.batch_size,
                   "patch_size": args.patch_size, "device": args.device,
                   "world_size": int(os.environ.get("WORLD_SIZE", "1"))},
         "command": prov["command"], "commit": prov["commit"],
@@ -734,7 +736,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, patch_size=args.patch_size, steps=args.steps,
         max_seconds=args.max_seconds, clip_max_norm=args.clip_max_norm, seed=args.seed,
         log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-        lr_schedule=args.lr_schedule, lr_final=args.lr_final,
+        lr_schedule=args.lr_schedule, lr_final=args.lr_final, lr_decay_start=args.lr_decay_start,
     )
     torch.manual_seed(args.seed)
     prov = provenance()  # the code that trains is the code at the start
@@ -834,6 +836,9 @@ def _add_lr_schedule_args(s: argparse.ArgumentParser) -> None:
                    help="cosine: every learning rate but the aux one decays over --steps")
     s.add_argument("--lr-final", type=float, default=0.01,
                    help="cosine: the last step's lr as a fraction of the first (default 0.01)")
+    s.add_argument("--lr-decay-start", type=int, default=0, metavar="STEP",
+                   help="cosine: constant lr until STEP, then the decay (e.g. to anneal a resumed "
+                        "constant-lr run)")
 
 
 def _add_calib_args(s: argparse.ArgumentParser, crops: int = 32) -> None:

@@ -85,6 +85,9 @@ def test_cosine_schedule_factors():
     f = [cfg.lr_factor(i) for i in range(101)]
     assert all(a > b for a, b in zip(f, f[1:], strict=False))
     assert TrainConfig(steps=100).lr_factor(70) == 1.0
+    late = TrainConfig(steps=100, lr_schedule="cosine", lr_final=0.1, lr_decay_start=60)
+    assert [late.lr_factor(i) for i in (0, 59, 60)] == [1.0, 1.0, 1.0]
+    assert late.lr_factor(80) == pytest.approx(0.55) and late.lr_factor(100) == pytest.approx(0.1)
 
 
 def test_cosine_schedule_sets_every_group(tmp_path, crop_dir):
@@ -103,6 +106,8 @@ def test_cosine_schedule_sets_every_group(tmp_path, crop_dir):
 def test_config_validation():
     with pytest.raises(ValueError, match="needs steps"):
         TrainConfig(max_seconds=10, lr_schedule="cosine")
+    with pytest.raises(ValueError, match="lr_decay_start"):
+        TrainConfig(steps=10, lr_schedule="cosine", lr_decay_start=10)
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(steps=1, lr_schedule="step")
     with pytest.raises(ValueError, match="steps or max_seconds"):

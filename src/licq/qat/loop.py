@@ -64,16 +64,19 @@ class TrainConfig:
     # at inference, straight-through gradient; deterministic)
     latent_rounding: str = "noise"
     # learning rates over the run: "constant", or "cosine" (every group of the main optimizer,
-    # quantizer parameters included, decays from its own lr to lr_final × that lr at `steps`; the
-    # auxiliary optimizer keeps its lr)
+    # quantizer parameters included, keeps its own lr until step lr_decay_start, then decays
+    # along a half cosine to lr_final × that lr at `steps`; the auxiliary optimizer keeps its lr).
+    # lr_decay_start > 0 gives a constant phase then a decay phase, so a constant-lr run can be
+    # resumed and annealed.
     lr_schedule: str = "constant"
     lr_final: float = 0.01
+    lr_decay_start: int = 0
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of every base learning rate at 0-based ``step``."""
-        if self.lr_schedule == "constant":
+        if self.lr_schedule == "constant" or step < self.lr_decay_start:
             return 1.0
-        t = min(step, self.steps) / self.steps
+        t = min(1.0, (step - self.lr_decay_start) / (self.steps - self.lr_decay_start))
         return self.lr_final + (1 - self.lr_final) * 0.5 * (1 + math.cos(math.pi * t))
 
     def __post_init__(self) -> None:
@@ -93,6 +96,8 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.lr_schedule == "cosine" and not self.steps:
             raise ValueError("a cosine learning-rate schedule needs steps (it decays over them)")
+        if self.lr_schedule == "cosine" and not 0 <= self.lr_decay_start < self.steps:
+            raise ValueError(f"lr_decay_start must be in [0, steps), got {self.lr_decay_start}")
         if not 0 <= self.lr_final <= 1:
             raise ValueError(f"lr_final must be in [0, 1], got {self.lr_final}")
 
