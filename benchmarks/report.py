@@ -220,10 +220,11 @@ QAT_GOALS = {"fmpq-4x": 0.5, "fmpq-6x": 2.0, "fmpq-8x": 5.0}  # BD-rate (%) goal
 
 
 def _budget_base(setting: str) -> str:
-    """``fmpq-6x-s1200`` -> ``fmpq-6x`` (a main setting trained for another step budget)."""
+    """``fmpq-6x-s1200`` (or ``fmpq-8x-s6000-decay4800``) -> ``fmpq-6x`` (a main setting trained
+    for another step budget or lr schedule)."""
     import re
 
-    m = re.fullmatch(r"(.+)-s\d+", setting)
+    m = re.fullmatch(r"(.+)-s\d+(?:-decay\d+)?", setting)
     return m.group(1) if m and m.group(1) in QAT_MAIN else setting
 
 
@@ -242,7 +243,11 @@ def _spec(r: dict) -> str:
     q = r["licq"]["qat"]["spec"]
     clip = f"leaky {q['leaky_slope']:g}" if q["clip"] == "leaky" else "hard"
     rnd = f"dgm β={q['dgm_beta']:g}" if q["rounding"] == "dgm" else "ste"
-    return f"{r['licq']['loss']}, {clip} clip, {rnd}, {q['params']}"
+    t = r["licq"].get("train", {})
+    lr = f"lr {t['lr']:g}" if "lr" in t else ""
+    if t.get("lr_schedule") == "cosine":
+        lr += f" cosine from step {t.get('lr_decay_start', 0)}"
+    return f"{r['licq']['loss']}, {clip} clip, {rnd}, {q['params']}" + (f", {lr}" if lr else "")
 
 
 def qat_section() -> str:

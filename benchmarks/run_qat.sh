@@ -4,11 +4,15 @@
 #   bash benchmarks/run_qat.sh ablations [dpa dgm ...]  # one switch at a time against fmpq-6x
 #   bash benchmarks/run_qat.sh dq          # DynaQuant dynamic bits {4,6,8} and {6,8,10} (issue 7)
 #   bash benchmarks/run_qat.sh dq-gamma    # {4,6,8} with γ = 0.05 instead of 0.01
+#     (STEPS=1200 bash benchmarks/run_qat.sh dq-gamma: both runs at 1200 steps, names -s1200)
 #     -> benchmarks/results/dq-<arch>-<candidates>.json, then the static DPA+DGM configuration
 #        at the nearest uniform bit-width to the measured mean bits (dq-<arch>-static-w<B>.json)
 #   STEPS=1200 bash benchmarks/run_qat.sh long [6x 8x 4x]  # FMPQ settings, a longer budget
 #     -> qat-<arch>-fmpq-<r>x-s<STEPS>.json (the main rows keep the 300-step budget of the
-#        ablations; two copies of the script run two settings side by side)
+#        ablations; two copies of the script run two settings side by side; FROM=N continues
+#        the s<N> run's checkpoints)
+#   FROM=4800 STEPS=6000 bash benchmarks/run_qat.sh decay 8x  # continue s<FROM> with a cosine
+#     lr decay to step STEPS -> qat-<arch>-fmpq-8x-s6000-decay4800.json
 # Every setting: `licq qat --preset fmpq` (RD loss, leaky clip 0.01, STE, LSQ log-scales) unless
 # the ablation changes one switch; STEPS steps per quality (batch 8, 128 px crops of
 # ../shared/data/train, weight lr 1e-5, scale lr 1e-4), 1 thread. Resumable: a finished results
@@ -36,6 +40,14 @@ run() {  # run NAME ARGS...   (PREFIX=dq to write dq-*.json)
   rm -f "$lock"
 }
 fmpq() { echo "benchmarks/results/fmpq-$ARCH-dp-$1.json"; }
+seed_from() {  # seed_from SRC DST: DST's runs start from SRC's final training checkpoints
+  local src=runs/qat/$ARCH-$1 dst=runs/qat/$ARCH-$2
+  [[ ! -d $dst ]] || return 0  # seeded before (it resumes from its own checkpoints)
+  [[ -f benchmarks/results/qat-$ARCH-$1.json ]] || { echo "$1 is not finished" >&2; exit 2; }
+  for q in 1 2 3 4; do
+    mkdir -p "$dst/q$q" && cp "$src/q$q/checkpoint.pth.tar" "$dst/q$q/"
+  done
+}
 
 case ${1:-main} in
   main)
@@ -45,11 +57,23 @@ case ${1:-main} in
     run fmpq-8x --preset fmpq --bit-config "$(fmpq 8x)"
     ;;
   long)  # all three, or: STEPS=2400 bash benchmarks/run_qat.sh long 8x 4x
+    # FROM=2400 STEPS=4800 ... long 8x: continue fmpq-8x-s2400's final checkpoints (the same as
+    # training 4800 steps at once: resume is exact and the lr constant)
     shift
     ratios=("$@")
     [[ ${#ratios[@]} -gt 0 ]] || ratios=(6x 8x 4x)
     for r in "${ratios[@]}"; do
+      [[ -z ${FROM:-} ]] || seed_from "fmpq-$r-s$FROM" "fmpq-$r-s$STEPS"
       run "fmpq-$r-s$STEPS" --preset fmpq --bit-config "$(fmpq "$r")"
+    done
+    ;;
+  decay)  # FROM=4800 STEPS=6000 bash benchmarks/run_qat.sh decay 8x: continue fmpq-8x-s4800's
+    # final checkpoints with a cosine lr decay from step FROM to STEPS -> fmpq-8x-s6000-decay4800
+    shift
+    for r in "$@"; do
+      seed_from "fmpq-$r-s$FROM" "fmpq-$r-s$STEPS-decay$FROM"
+      run "fmpq-$r-s$STEPS-decay$FROM" --preset fmpq --bit-config "$(fmpq "$r")" \
+        --lr-schedule cosine --lr-decay-start "$FROM"
     done
     ;;
   ablations)  # all five, or: bash benchmarks/run_qat.sh ablations dpa dgm
@@ -76,12 +100,13 @@ case ${1:-main} in
       PREFIX=dq run "static-w$b" --preset dynaquant-q --w-bits "$b" --a-bits "$b"
     done
     ;;
-  dq-gamma)  # a stronger bits penalty (γ of L_bits) than the preset's 0.01
-    PREFIX=dq run 4-6-8-gamma0.05 --preset dynaquant --candidates 4 6 8 --bits-weight 0.05
+  dq-gamma)  # a stronger bits penalty (γ of L_bits) than the preset's 0.01; STEPS=1200: -s1200 names
+    sfx=$([[ $STEPS == 300 ]] || echo "-s$STEPS")
+    PREFIX=dq run "4-6-8-gamma0.05$sfx" --preset dynaquant --candidates 4 6 8 --bits-weight 0.05
     b=$(.venv/bin/python -c "import json,sys; print(round(json.load(open(sys.argv[1]))['licq']['mean_bits']))" \
-        "benchmarks/results/dq-$ARCH-4-6-8-gamma0.05.json")
-    PREFIX=dq run "static-w$b" --preset dynaquant-q --w-bits "$b" --a-bits "$b"
+        "benchmarks/results/dq-$ARCH-4-6-8-gamma0.05$sfx.json")
+    PREFIX=dq run "static-w$b$sfx" --preset dynaquant-q --w-bits "$b" --a-bits "$b"
     ;;
-  *) echo "usage: $0 main|long|ablations|dq|dq-gamma" >&2; exit 2 ;;
+  *) echo "usage: $0 main|long|decay|ablations|dq|dq-gamma" >&2; exit 2 ;;
 esac
 echo "$(date -Is) done ${1:-main}"
