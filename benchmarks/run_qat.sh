@@ -11,6 +11,8 @@
 #     -> qat-<arch>-fmpq-<r>x-s<STEPS>.json (the main rows keep the 300-step budget of the
 #        ablations; two copies of the script run two settings side by side; FROM=N continues
 #        the s<N> run's checkpoints)
+#   COSINE_LR=1e-4 STEPS=2400 bash benchmarks/run_qat.sh long 8x  # cosine lr from 1e-4
+#     -> qat-<arch>-fmpq-8x-s2400-cosine1e-4.json
 #   FROM=4800 STEPS=6000 bash benchmarks/run_qat.sh decay 8x  # continue s<FROM> with a cosine
 #     lr decay to step STEPS -> qat-<arch>-fmpq-8x-s6000-decay4800.json
 # Every setting: `licq qat --preset fmpq` (RD loss, leaky clip 0.01, STE, LSQ log-scales) unless
@@ -59,12 +61,15 @@ case ${1:-main} in
   long)  # all three, or: STEPS=2400 bash benchmarks/run_qat.sh long 8x 4x
     # FROM=2400 STEPS=4800 ... long 8x: continue fmpq-8x-s2400's final checkpoints (the same as
     # training 4800 steps at once: resume is exact and the lr constant)
+    # COSINE_LR=1e-4 ... long 8x: cosine lr schedule from 1e-4 instead -> fmpq-8x-s<STEPS>-cosine1e-4
     shift
     ratios=("$@")
     [[ ${#ratios[@]} -gt 0 ]] || ratios=(6x 8x 4x)
+    sched=() sfx=
+    [[ -z ${COSINE_LR:-} ]] || { sched=(--lr "$COSINE_LR" --lr-schedule cosine); sfx=-cosine$COSINE_LR; }
     for r in "${ratios[@]}"; do
       [[ -z ${FROM:-} ]] || seed_from "fmpq-$r-s$FROM" "fmpq-$r-s$STEPS"
-      run "fmpq-$r-s$STEPS" --preset fmpq --bit-config "$(fmpq "$r")"
+      run "fmpq-$r-s$STEPS$sfx" --preset fmpq --bit-config "$(fmpq "$r")" "${sched[@]}"
     done
     ;;
   decay)  # FROM=4800 STEPS=6000 bash benchmarks/run_qat.sh decay 8x: continue fmpq-8x-s4800's
