@@ -283,9 +283,12 @@ def qat_section() -> str:
                    f"{_code_label(r['licq']['commit'])} |")
             (main_rows if _budget_base(setting) in QAT_MAIN else abl_rows).append((setting, row))
         main_rows.sort(key=lambda t: (QAT_MAIN.index(_budget_base(t[0])), t[0]))
+        plotted = _plot_qat_budget(arch, anchor)
         out += [f"**{arch}** (anchor `baselines-{arch}.json`; PTQ column: the same bits without "
                 "training, from `ptq-*-w8a8.json` / `fmpq-*-dp-*.json`)", "", *head,
                 *[r for _, r in main_rows], ""]
+        if plotted:
+            out += [f"BD-rate against training steps: `benchmarks/results/{plotted.name}`.", ""]
         if abl_rows:
             out += ["Ablations (each differs from `fmpq-6x` in one switch; same steps and data):",
                     "", *head, *[r for _, r in abl_rows], ""]
@@ -298,11 +301,73 @@ def qat_section() -> str:
                 f"{LATENT_FIX} (latent quantizers rounded the noisy training latents again, "
                 "see above): compare them only with each other.", ""]
         out += ["Training: `benchmarks/run_qat.sh` (batch 8, 128 px crops of ../shared/data/train, "
-                "weight lr 1e-5, scale lr 1e-4, 1 CPU thread, calibration on 32 training crops); "
-                "evaluation: Kodak-24, real bitstreams. The budget is what one CPU session allows "
-                "(300 steps per model; `-sN` rows: N steps per model, `run_qat.sh long`); see the "
+                "weight lr as in the row (constant unless it says cosine), scale lr 1e-4 (scaled "
+                "alike), 1 CPU thread, calibration on 32 training crops); evaluation: Kodak-24, "
+                "real bitstreams. The budget is what one CPU session allows (300 steps per model; "
+                "`-sN` rows: N steps per model, `run_qat.sh long`; `-decayM`: the constant-lr run "
+                "of M steps continued with a cosine decay to N, `run_qat.sh decay`); see the "
                 "control for what the loop alone does.", ""]
     return "\n".join(out) if out else "No QAT results yet."
+
+
+def _plot_qat_budget(arch: str, anchor: dict) -> Path | None:
+    """BD-rate vs steps per model of each main QAT setting (constant lr: lines; other schedules:
+    markers), PTQ and the goal as horizontal lines; -> ``qat-<arch>-steps.png``."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[float, float, str]]] = {}
+    for f in sorted(RESULTS.glob(f"qat-{arch}-*.json")):
+        setting = f.stem.removeprefix(f"qat-{arch}-")
+        base = _budget_base(setting)
+        if base not in QAT_MAIN or f.stem.startswith("qat-probe"):
+            continue
+        r = read_results(f)
+        try:
+            bd = bd_rate(anchor, r)
+        except Exception:  # noqa: BLE001
+            continue
+        series.setdefault(base, []).append((_mean(r["licq"]["steps"]), bd, setting))
+    if not any(len(v) > 1 for v in series.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (base, pts) in enumerate(sorted(series.items(), key=lambda t: QAT_MAIN.index(t[0]))):
+        color = f"C{i}"
+        const = sorted((s, b) for s, b, name in pts if "-cosine" not in name and "-decay" not in name)
+        if const:
+            ax.plot(*zip(*const, strict=True), "o-", color=color, label=f"{base} (constant lr)")
+        for s_, b, name in pts:
+            if "-cosine" in name or "-decay" in name:
+                ax.plot(s_, b, "*" if "-cosine" in name else "s", color=color, ms=9,
+                        label=name.removeprefix(base + "-"))
+        goal = QAT_GOALS.get(base)
+        if goal is not None:
+            ax.axhline(goal, color=color, ls="--", lw=0.8)
+        ptq = _ptq_counterpart(arch, base)
+        if ptq:
+            try:
+                ax.axhline(bd_rate(anchor, read_results(ptq)), color=color, ls=":", lw=0.8)
+            except Exception:  # noqa: BLE001
+                pass
+    ax.set_xscale("log")
+    steps = sorted({s_ for pts in series.values() for s_, _, _ in pts})
+    ax.set_xticks(steps, [f"{s_:.0f}" for s_ in steps])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    if all(b > 0 for pts in series.values() for _, b, _ in pts):
+        ax.set_yscale("log")
+    ax.set_xlabel("QAT steps per model (batch 8, 128 px)")
+    ax.set_ylabel("BD-rate vs FP32 on Kodak (%)")
+    ax.set_title(f"{arch}: QAT budget (dashed: goal, dotted: PTQ)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = RESULTS / f"qat-{arch}-steps.png"
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
 
 
 #: the commit that stopped QAT from rounding the noisy training latents twice
