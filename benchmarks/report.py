@@ -394,8 +394,8 @@ def dq_section() -> str:
         out += [f"**{arch}** (anchor `baselines-{arch}.json`)", "",
                 "| setting | BD-rate PSNR (%) | mean bits | 32 / mean bits | weight ratio at the "
                 "bits read | selector share encode / decode | selectors: hidden, weight bits | "
-                "steps / model |",
-                "|---|---|---|---|---|---|---|---|"]
+                "steps / model | bits chosen | layers varying with the image |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for f in files:
             r = read_results(f)
             lq = r["licq"]
@@ -405,10 +405,10 @@ def dq_section() -> str:
                 f"{lq['mean_bits']:.2f} | {32 / lq['mean_bits']:.2f}x | "
                 f"{lq['ratio_at_mean_bits']:.2f}x | "
                 f"{100 * lq['selector_share_encode']:.2f}% / {100 * lq['selector_share_decode']:.2f}% | "
-                f"{_selector(lq)} | {_mean(lq['steps']):.0f} |" if dyn else
+                f"{_selector(lq)} | {_mean(lq['steps']):.0f} | {_choices(lq)} |" if dyn else
                 f"| {f.stem.removeprefix(f'dq-{arch}-')} | {_bd(anchor, r)} | static | — | "
                 f"{_mean([x['weight_ratio'] for x in _sizes(r)]):.2f}x (stored) | — | — | "
-                f"{_mean(lq['steps']):.0f} |")
+                f"{_mean(lq['steps']):.0f} | — | — |")
         out += ["", "`static-wB`: `--preset dynaquant-q` (DPA + DGM) at uniform B-bit weights and "
                 "activations, with h_a, h_s and each side's first layer at 8 bits — the comparator "
                 "at a dynamic run's rounded mean bits. Dynamic rows count the selector MLPs' "
@@ -416,8 +416,32 @@ def dq_section() -> str:
                 "weight ratio. `32 / mean bits` is the ratio DynaQuant reports (mean over the "
                 "dynamic layers only; published for Ballé's hyperprior: 7.63 % BD-rate at 4.55×); "
                 "the bits-read ratio also counts the fixed 8-bit layers and the selectors. "
+                "`bits chosen`: how often each candidate was chosen over all images, qualities "
+                "and dynamic layers; `layers varying with the image`: per quality (q1–q4), how "
+                "many dynamic layers do not get the same bits on all images. "
                 f"Per-image choices: `benchmarks/results/dq-{arch}-*.bits.png`.", ""]
     return "\n".join(out) if out else "No dynamic-bit-width results yet."
+
+
+def _choices(lq: dict) -> str:
+    """``4: 24, 6: 480, 8: 72 | 0/0/1/1`` from the per-image choices of a dynamic run."""
+    import json
+    from collections import Counter
+
+    counts: Counter = Counter()
+    varying = []
+    for p in lq["points"]:
+        rows = []
+        for im in p["per_image"]:
+            row = []
+            for key in sorted(k for k in im if k.startswith("bits_")):
+                v = im[key]
+                row += json.loads(v) if isinstance(v, str) else list(v)
+            rows.append(row)
+            counts.update(row)
+        varying.append(sum(len(set(col)) > 1 for col in zip(*rows, strict=True)))
+    total = ", ".join(f"{b}: {n}" for b, n in sorted(counts.items()))
+    return f"{total} | {'/'.join(map(str, varying))}"
 
 
 def _selector(lq: dict) -> str:
