@@ -228,6 +228,11 @@ def _budget_base(setting: str) -> str:
     return m.group(1) if m and m.group(1) in QAT_MAIN else setting
 
 
+def _steps_in_name(setting: str) -> int:
+    m = re.search(r"-s(\d+)", setting)
+    return int(m.group(1)) if m else 0
+
+
 def _ptq_counterpart(arch: str, setting: str) -> Path | None:
     setting = _budget_base(setting)
     if setting == "w8a8":
@@ -246,7 +251,8 @@ def _spec(r: dict) -> str:
     t = r["licq"].get("train", {})
     lr = f"lr {t['lr']:g}" if "lr" in t else ""
     if t.get("lr_schedule") == "cosine":
-        lr += f" cosine from step {t.get('lr_decay_start', 0)}"
+        start = t.get("lr_decay_start", 0)
+        lr += " cosine" + (f" from step {start}" if start else "")
     return f"{r['licq']['loss']}, {clip} clip, {rnd}, {q['params']}" + (f", {lr}" if lr else "")
 
 
@@ -282,7 +288,8 @@ def qat_section() -> str:
                    f"{_mean(r['licq']['steps']):.0f} | {_mean(r['licq']['train_seconds']):.0f} | "
                    f"{_code_label(r['licq']['commit'])} |")
             (main_rows if _budget_base(setting) in QAT_MAIN else abl_rows).append((setting, row))
-        main_rows.sort(key=lambda t: (QAT_MAIN.index(_budget_base(t[0])), t[0]))
+        main_rows.sort(key=lambda t: (QAT_MAIN.index(_budget_base(t[0])), _steps_in_name(t[0]),
+                                      t[0]))
         plotted = _plot_qat_budget(arch, anchor)
         out += [f"**{arch}** (anchor `baselines-{arch}.json`; PTQ column: the same bits without "
                 "training, from `ptq-*-w8a8.json` / `fmpq-*-dp-*.json`)", "", *head,
