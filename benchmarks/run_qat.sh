@@ -106,11 +106,15 @@ case ${1:-main} in
     done
     ;;
   dq-gamma)  # a stronger bits penalty (γ of L_bits) than the preset's 0.01; STEPS=1200: -s1200 names
+    # COSINE_LR=1e-4: the dynamic run with a cosine lr schedule from 1e-4 (-cosine1e-4 names)
     sfx=$([[ $STEPS == 300 ]] || echo "-s$STEPS")
-    PREFIX=dq run "4-6-8-gamma0.05$sfx" --preset dynaquant --candidates 4 6 8 --bits-weight 0.05
+    sched=()
+    [[ -z ${COSINE_LR:-} ]] || { sched=(--lr "$COSINE_LR" --lr-schedule cosine); sfx=$sfx-cosine$COSINE_LR; }
+    PREFIX=dq run "4-6-8-gamma0.05$sfx" --preset dynaquant --candidates 4 6 8 --bits-weight 0.05 \
+      "${sched[@]}"
     b=$(.venv/bin/python -c "import json,sys; print(round(json.load(open(sys.argv[1]))['licq']['mean_bits']))" \
         "benchmarks/results/dq-$ARCH-4-6-8-gamma0.05$sfx.json")
-    PREFIX=dq run "static-w$b$sfx" --preset dynaquant-q --w-bits "$b" --a-bits "$b"
+    PREFIX=dq run "static-w$b$sfx" --preset dynaquant-q --w-bits "$b" --a-bits "$b" "${sched[@]}"
     ;;
   *) echo "usage: $0 main|long|decay|ablations|dq|dq-gamma" >&2; exit 2 ;;
 esac
