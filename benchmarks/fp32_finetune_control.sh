@@ -3,21 +3,28 @@
 # FP32 ScaleHyperprior baselines with no quantization. If this already moves the Kodak curve, the
 # fine-tuning recipe (not quantization) is what QAT's numbers measure.
 #   bash benchmarks/fp32_finetune_control.sh   -> benchmarks/results/finetune-fp32-control.json
+#   COSINE_LR=1e-4 STEPS=1200 bash benchmarks/fp32_finetune_control.sh  (the control of the
+#     -s1200-cosine1e-4 QAT rows) -> benchmarks/results/finetune-fp32-control-s1200-cosine1e-4.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LICQ=${LICQ:-.venv/bin/licq}
 SHARED=${SHARED:-../shared}
 STEPS=${STEPS:-300}
 QUALITIES=${QUALITIES:-1 2 3 4}
+lr=(--lr 1e-5) tag= name="fp32-finetune-${STEPS}steps-lr1e-5"
+if [[ -n ${COSINE_LR:-} ]]; then
+  lr=(--lr "$COSINE_LR" --lr-schedule cosine) tag=-s$STEPS-cosine$COSINE_LR
+  name="fp32-finetune-${STEPS}steps-cosine$COSINE_LR"
+fi
 ckpts=()
 for q in $QUALITIES; do
-  out=runs/finetune-fp32/q$q
+  out=runs/finetune-fp32$tag/q$q
   [[ -f $out/model.pth.tar ]] || "$LICQ" train -a bmshj2018-hyperprior -N 64 -M 96 -q "$q" \
-    -d "$SHARED/data/train" -o "$out" --steps "$STEPS" --lr 1e-5 --threads 1 --no-progress \
+    -d "$SHARED/data/train" -o "$out" --steps "$STEPS" "${lr[@]}" --threads 1 --no-progress \
     --init "$SHARED/baselines/bmshj2018-hyperprior-N64M96-q$q.pth.tar"
   ckpts+=("$out/model.pth.tar")
 done
 # shellcheck disable=SC2086
 "$LICQ" eval -a bmshj2018-hyperprior -q $QUALITIES -m "${ckpts[@]}" -d "$SHARED/data/kodak" \
-  --threads 1 --no-progress --name "fp32-finetune-${STEPS}steps-lr1e-5" \
-  -o benchmarks/results/finetune-fp32-control.json
+  --threads 1 --no-progress --name "$name" \
+  -o "benchmarks/results/finetune-fp32-control$tag.json"

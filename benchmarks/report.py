@@ -299,11 +299,14 @@ def qat_section() -> str:
         if abl_rows:
             out += ["Ablations (each differs from `fmpq-6x` in one switch; same steps and data):",
                     "", *head, *[r for _, r in abl_rows], ""]
-        control = RESULTS / "finetune-fp32-control.json"
-        if control.is_file() and arch == ANCHOR:
-            c = read_results(control)
-            out += [f"Control (`{control.name}`): the same loop, steps and learning rate on the "
-                    f"FP32 models, no quantization: BD-rate {_bd(anchor, c)} %.", ""]
+        if arch == ANCHOR:
+            for control in sorted(RESULTS.glob("finetune-fp32-control*.json")):
+                c = read_results(control)
+                budget = control.stem.removeprefix("finetune-fp32-control").lstrip("-")
+                what = (f"the loop of the `{budget}` rows" if budget
+                        else "the same loop, steps and learning rate as the 300-step rows")
+                out += [f"Control (`{control.name}`): {what} on the FP32 models, no "
+                        f"quantization: BD-rate {_bd(anchor, c)} %.", ""]
         out += [f"Code: the commit that trained the row; “pre-fix” rows were trained before "
                 f"{LATENT_FIX} (latent quantizers rounded the noisy training latents again, "
                 "see above): compare them only with each other.", ""]
