@@ -222,8 +222,6 @@ QAT_GOALS = {"fmpq-4x": 0.5, "fmpq-6x": 2.0, "fmpq-8x": 5.0}  # BD-rate (%) goal
 def _budget_base(setting: str) -> str:
     """``fmpq-6x-s1200`` (or ``fmpq-8x-s6000-decay4800``, ``fmpq-8x-s2400-cosine1e-4``) ->
     ``fmpq-6x`` (a main setting trained for another step budget or lr schedule)."""
-    import re
-
     m = re.fullmatch(r"(.+)-s\d+(?:-decay\d+|-cosine[0-9.e+-]+)?", setting)
     return m.group(1) if m and m.group(1) in QAT_MAIN else setting
 
