@@ -42,6 +42,13 @@ run() {  # run NAME ARGS...   (PREFIX=dq to write dq-*.json)
   rm -f "$lock"
 }
 fmpq() { echo "benchmarks/results/fmpq-$ARCH-dp-$1.json"; }
+mean_bits() {  # mean_bits SETTING: a dynamic run's mean bits, rounded (its static comparator's B)
+  .venv/bin/python -c "import json,sys; print(round(json.load(open(sys.argv[1]))['licq']['mean_bits']))" \
+    "benchmarks/results/dq-$ARCH-$1.json"
+}
+# COSINE_LR=1e-4 (long, dq-gamma): a cosine lr schedule from that lr; names get -cosine<lr>
+SCHED=() CSFX=
+[[ -z ${COSINE_LR:-} ]] || { SCHED=(--lr "$COSINE_LR" --lr-schedule cosine); CSFX=-cosine$COSINE_LR; }
 seed_from() {  # seed_from SRC DST: DST's runs start from SRC's final training checkpoints
   local src=runs/qat/$ARCH-$1 dst=runs/qat/$ARCH-$2
   [[ ! -d $dst ]] || return 0  # seeded before (it resumes from its own checkpoints)
@@ -61,15 +68,13 @@ case ${1:-main} in
   long)  # all three, or: STEPS=2400 bash benchmarks/run_qat.sh long 8x 4x
     # FROM=2400 STEPS=4800 ... long 8x: continue fmpq-8x-s2400's final checkpoints (the same as
     # training 4800 steps at once: resume is exact and the lr constant)
-    # COSINE_LR=1e-4 ... long 8x: cosine lr schedule from 1e-4 instead -> fmpq-8x-s<STEPS>-cosine1e-4
+    # COSINE_LR=1e-4 ... long 8x: cosine lr schedule from 1e-4 -> fmpq-8x-s<STEPS>-cosine1e-4
     shift
     ratios=("$@")
     [[ ${#ratios[@]} -gt 0 ]] || ratios=(6x 8x 4x)
-    sched=() sfx=
-    [[ -z ${COSINE_LR:-} ]] || { sched=(--lr "$COSINE_LR" --lr-schedule cosine); sfx=-cosine$COSINE_LR; }
     for r in "${ratios[@]}"; do
       [[ -z ${FROM:-} ]] || seed_from "fmpq-$r-s$FROM" "fmpq-$r-s$STEPS"
-      run "fmpq-$r-s$STEPS$sfx" --preset fmpq --bit-config "$(fmpq "$r")" "${sched[@]}"
+      run "fmpq-$r-s$STEPS$CSFX" --preset fmpq --bit-config "$(fmpq "$r")" "${SCHED[@]}"
     done
     ;;
   decay)  # FROM=4800 STEPS=6000 bash benchmarks/run_qat.sh decay 8x: continue fmpq-8x-s4800's
@@ -100,21 +105,17 @@ case ${1:-main} in
     PREFIX=dq run 4-6-8 --preset dynaquant --candidates 4 6 8
     PREFIX=dq run 6-8-10 --preset dynaquant --candidates 6 8 10
     for c in 4-6-8 6-8-10; do
-      b=$(.venv/bin/python -c "import json,sys; print(round(json.load(open(sys.argv[1]))['licq']['mean_bits']))" \
-          "benchmarks/results/dq-$ARCH-$c.json")
+      b=$(mean_bits $c)
       PREFIX=dq run "static-w$b" --preset dynaquant-q --w-bits "$b" --a-bits "$b"
     done
     ;;
   dq-gamma)  # a stronger bits penalty (γ of L_bits) than the preset's 0.01; STEPS=1200: -s1200 names
-    # COSINE_LR=1e-4: the dynamic run with a cosine lr schedule from 1e-4 (-cosine1e-4 names)
-    sfx=$([[ $STEPS == 300 ]] || echo "-s$STEPS")
-    sched=()
-    [[ -z ${COSINE_LR:-} ]] || { sched=(--lr "$COSINE_LR" --lr-schedule cosine); sfx=$sfx-cosine$COSINE_LR; }
+    # COSINE_LR=1e-4: both runs with a cosine lr schedule from 1e-4 (-cosine1e-4 names)
+    sfx=$([[ $STEPS == 300 ]] || echo "-s$STEPS")$CSFX
     PREFIX=dq run "4-6-8-gamma0.05$sfx" --preset dynaquant --candidates 4 6 8 --bits-weight 0.05 \
-      "${sched[@]}"
-    b=$(.venv/bin/python -c "import json,sys; print(round(json.load(open(sys.argv[1]))['licq']['mean_bits']))" \
-        "benchmarks/results/dq-$ARCH-4-6-8-gamma0.05$sfx.json")
-    PREFIX=dq run "static-w$b$sfx" --preset dynaquant-q --w-bits "$b" --a-bits "$b" "${sched[@]}"
+      "${SCHED[@]}"
+    b=$(mean_bits "4-6-8-gamma0.05$sfx")
+    PREFIX=dq run "static-w$b$sfx" --preset dynaquant-q --w-bits "$b" --a-bits "$b" "${SCHED[@]}"
     ;;
   *) echo "usage: $0 main|long|decay|ablations|dq|dq-gamma" >&2; exit 2 ;;
 esac
