@@ -264,31 +264,37 @@ def qat_section() -> str:
                 "weight ratio | steps / model | train s / model | code |",
                 "|---|---|---|---|---|---|---|---|---|"]
         main_rows, abl_rows = [], []
+        series: dict[str, list[tuple[float, float, str]]] = {}  # main setting -> (steps, BD, name)
         for f in sorted(RESULTS.glob(f"qat-{arch}-*.json")):
             if f.stem.startswith("qat-probe"):
                 continue
             setting = f.stem.removeprefix(f"qat-{arch}-")
+            base = _budget_base(setting)
             r = read_results(f)
             ptq = _ptq_counterpart(arch, setting)
             ptq_bd = _bd(anchor, read_results(ptq)) if ptq else "—"
             sz = _sizes(r)
-            goal = QAT_GOALS.get(_budget_base(setting))
+            try:
+                bd = bd_rate(anchor, r)
+            except Exception:  # noqa: BLE001
+                bd = None
+            if base in QAT_MAIN and bd is not None:
+                series.setdefault(base, []).append((_mean(r["licq"]["steps"]), bd, setting))
+            goal = QAT_GOALS.get(base)
             if goal is None:
                 goal_txt = "—"
+            elif bd is None:
+                goal_txt = f"≤ {goal:g}: n/a"
             else:
-                try:
-                    met = bd_rate(anchor, r) <= goal
-                    goal_txt = f"≤ {goal:g}: {'met' if met else 'NOT met'}"
-                except Exception:  # noqa: BLE001
-                    goal_txt = f"≤ {goal:g}: n/a"
+                goal_txt = f"≤ {goal:g}: {'met' if bd <= goal else 'NOT met'}"
             row = (f"| {setting} | {_spec(r)} | {_bd(anchor, r)} | {ptq_bd} | {goal_txt} | "
                    f"{_mean([x['weight_ratio'] for x in sz]):.3f} | "
                    f"{_mean(r['licq']['steps']):.0f} | {_mean(r['licq']['train_seconds']):.0f} | "
                    f"{_code_label(r['licq']['commit'])} |")
-            (main_rows if _budget_base(setting) in QAT_MAIN else abl_rows).append((setting, row))
+            (main_rows if base in QAT_MAIN else abl_rows).append((setting, row))
         main_rows.sort(key=lambda t: (QAT_MAIN.index(_budget_base(t[0])), _steps_in_name(t[0]),
                                       t[0]))
-        plotted = _plot_qat_budget(arch, anchor)
+        plotted = _plot_qat_budget(arch, anchor, series)
         out += [f"**{arch}** (anchor `baselines-{arch}.json`; PTQ column: the same bits without "
                 "training, from `ptq-*-w8a8.json` / `fmpq-*-dp-*.json`)", "", *head,
                 *[r for _, r in main_rows], ""]
@@ -318,27 +324,17 @@ def qat_section() -> str:
     return "\n".join(out) if out else "No QAT results yet."
 
 
-def _plot_qat_budget(arch: str, anchor: dict) -> Path | None:
-    """BD-rate vs steps per model of each main QAT setting (constant lr: lines; other schedules:
-    markers), PTQ and the goal as horizontal lines; -> ``qat-<arch>-steps.png``."""
+def _plot_qat_budget(arch: str, anchor: dict,
+                     series: dict[str, list[tuple[float, float, str]]]) -> Path | None:
+    """BD-rate vs steps per model of each main QAT setting (``series``: setting -> (steps,
+    BD-rate, row name); constant lr: lines, other schedules: markers), PTQ and the goal as
+    horizontal lines; -> ``qat-<arch>-steps.png``."""
     import matplotlib
     import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series: dict[str, list[tuple[float, float, str]]] = {}
-    for f in sorted(RESULTS.glob(f"qat-{arch}-*.json")):
-        setting = f.stem.removeprefix(f"qat-{arch}-")
-        base = _budget_base(setting)
-        if base not in QAT_MAIN or f.stem.startswith("qat-probe"):
-            continue
-        r = read_results(f)
-        try:
-            bd = bd_rate(anchor, r)
-        except Exception:  # noqa: BLE001
-            continue
-        series.setdefault(base, []).append((_mean(r["licq"]["steps"]), bd, setting))
     if not any(len(v) > 1 for v in series.values()):
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -433,7 +429,6 @@ def dq_section() -> str:
 
 def _choices(lq: dict) -> str:
     """``4: 24, 6: 480, 8: 72 | 0/0/1/1`` from the per-image choices of a dynamic run."""
-    import json
     from collections import Counter
 
     counts: Counter = Counter()
@@ -443,8 +438,7 @@ def _choices(lq: dict) -> str:
         for im in p["per_image"]:
             row = []
             for key in sorted(k for k in im if k.startswith("bits_")):
-                v = im[key]
-                row += json.loads(v) if isinstance(v, str) else list(v)
+                row += im[key]
             rows.append(row)
             counts.update(row)
         varying.append(sum(len(set(col)) > 1 for col in zip(*rows, strict=True)))
