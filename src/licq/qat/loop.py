@@ -369,7 +369,7 @@ class Trainer:
                                 psnr=f"{stats['psnr']:.2f}")
                 if log is not None:
                     lr = ("" if c.lr_schedule == "constant"
-                          else f" lr={c.lr * c.lr_factor(self.state.step - 1):.3g}")
+                          else f" lr={self.optimizer.param_groups[0]['lr']:.3g}")  # the step's
                     log(f"step={self.state.step} elapsed={self.state.elapsed:.0f}s "
                         + " ".join(f"{k}={v:.4f}" for k, v in stats.items()) + lr)
             if self.state.step % c.checkpoint_every == 0:
