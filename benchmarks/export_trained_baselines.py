@@ -40,6 +40,15 @@ from licq.models import get_adapter, load_model, read_state_dict, warm_start  # 
 from licq.qat import settle_quantiles  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+GPU_CONTINUED = ("benchmarks/gpu_train_stages.py {flag} (GPU; continues the committed models), then "
+                 "benchmarks/export_trained_baselines.py --continued-gpu, one or more times")
+RECIPES = {  # how the committed models were made, stage by stage (manifest["recipe"])
+    "mbt2018-mean": "benchmarks/train_baselines.sh, benchmarks/continue_baselines.sh, then "
+                    + GPU_CONTINUED.format(flag="--skip-cheng --mbt-init"),
+    "cheng2020-anchor": "benchmarks/gpu_train_stages.py (GPU, base and q1-q4) and "
+                        "benchmarks/export_trained_baselines.py --gpu, then "
+                        + GPU_CONTINUED.format(flag="--cheng-init"),
+}
 
 
 def main() -> None:
@@ -50,6 +59,9 @@ def main() -> None:
     ap.add_argument("--gpu", type=Path, default=None)
     ap.add_argument("--continued-gpu", type=Path, default=None)
     ap.add_argument("--settle-steps", type=int, default=10000)
+    ap.add_argument("--data-files", type=Path, default=None,
+                    help="with --continued-gpu: the FILES.txt of make_devdata.py that travelled "
+                         "(its names are recorded in the stage)")
     args = ap.parse_args()
     if args.gpu is not None:
         gpu(args)
@@ -124,12 +136,13 @@ def continued_gpu(args: argparse.Namespace) -> None:
             raise SystemExit(f"{run}: {info['note']}")
         dst = out_dir / e["file"]
         settle = _settle_and_save(args, manifest["sizes"], run, dst, e["quality"])
-        _append_stage(e, {**_summary(info), "sha256": sha256_file(dst), "settle_quantiles": settle})
+        stage = {**_summary(info), "sha256": sha256_file(dst), "settle_quantiles": settle}
+        if args.data_files is not None:
+            stage["data_files"] = args.data_files.read_text().split()
+        _append_stage(e, stage)
         print(f"q{e['quality']}: +{info['steps']} steps; aux loss {settle['aux_loss_before']:.1f}"
               f" -> {settle['aux_loss_after']:.1f}")
-    manifest["recipe"] = ("benchmarks/train_baselines.sh, benchmarks/continue_baselines.sh, then "
-                          "benchmarks/gpu_train_stages.py --skip-cheng --mbt-init (GPU) and "
-                          "benchmarks/export_trained_baselines.py --continued-gpu")
+    manifest["recipe"] = RECIPES[args.arch]
     mpath.write_text(json.dumps(manifest, indent=1) + "\n")
 
 

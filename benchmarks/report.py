@@ -614,8 +614,9 @@ def codec_section() -> str:
             continue
         o = json.loads(g.read_text())
         runs_o = [r for r in names if r in o["decode_runs"]]
-        out += [f"`{g.relative_to(ROOT)}` ({o['arch']}, q{o['quality']}, W8A8 PTQ of the committed "
-                f"baseline; {o['images']} Kodak images, encoded with 2 threads):", "",
+        out += [f"`{g.relative_to(ROOT)}` ({o['arch']}, q{o['quality']}, W8A8 PTQ of the baseline "
+                f"as committed at {o['licq']['commit'][:7]}; {o['images']} Kodak images, encoded "
+                "with 2 threads):", "",
                 "| variant | bpp | PSNR (dB) | encode / decode s | "
                 + " | ".join(names[r] for r in runs_o) + " | lowest PSNR vs encoder side, "
                 "1 thread |", "|---" * (5 + len(runs_o)) + "|"]
