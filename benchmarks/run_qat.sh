@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# QAT results on the ScaleHyperprior baselines (issue 6), Kodak-24, real bitstreams.
+# QAT results on the ScaleHyperprior baselines (issue 6), Kodak-24, real bitstreams; ARCH=<zoo name>
+# (e.g. ARCH=mbt2018-mean bash benchmarks/run_qat.sh main, after `run_fmpq.py --arch mbt2018-mean`
+# wrote its allocations) runs the same settings on that committed baseline.
 #   bash benchmarks/run_qat.sh main        # W8A8 and the FMPQ DP allocations at 4x / 6x / 8x
 #   bash benchmarks/run_qat.sh ablations [dpa dgm ...]  # one switch at a time against fmpq-6x
 #   bash benchmarks/run_qat.sh dq          # DynaQuant dynamic bits {4,6,8} and {6,8,10} (issue 7)
@@ -24,9 +26,13 @@ cd "$(dirname "$0")/.."
 LICQ=${LICQ:-.venv/bin/licq}
 SHARED=${SHARED:-../shared}
 STEPS=${STEPS:-300}
-ARCH=bmshj2018-hyperprior
+ARCH=${ARCH:-bmshj2018-hyperprior}  # ARCH=mbt2018-mean: the committed benchmarks/models/ baselines
 CKPTS=()
-for q in 1 2 3 4; do CKPTS+=("$SHARED/baselines/$ARCH-N64M96-q$q.pth.tar"); done
+for q in 1 2 3 4; do
+  if [[ $ARCH == bmshj2018-hyperprior ]]; then CKPTS+=("$SHARED/baselines/$ARCH-N64M96-q$q.pth.tar")
+  else CKPTS+=(benchmarks/models/"$ARCH"-*-q$q.safetensors); fi
+done
+for c in "${CKPTS[@]}"; do [[ -f $c ]] || { echo "$c: no such baseline" >&2; exit 2; }; done
 
 run() {  # run NAME ARGS...   (PREFIX=dq to write dq-*.json)
   local name=$1; shift
