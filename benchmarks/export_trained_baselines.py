@@ -131,6 +131,9 @@ def continued_gpu(args: argparse.Namespace) -> None:
     manifest = json.loads(mpath.read_text())
     for e in manifest["models"]:
         run = args.continued_gpu / f"{args.arch}-q{e['quality']}"
+        if not run.is_dir():  # a continuation of some qualities only (gpu_train_stages --qualities)
+            print(f"q{e['quality']}: not continued in {args.continued_gpu}, unchanged")
+            continue
         info = json.loads((run / "train.json").read_text())
         if info.get("diverged"):
             raise SystemExit(f"{run}: {info['note']}")

@@ -4,7 +4,7 @@
         [--batch-size 16] [--cheng-base-s 160] [--cheng-q-s 40] [--mbt-q-s 25] \
         [--mbt-init '.devdata/init/mbt2018-mean-N64M96-q{q}.safetensors'] [--mbt-lr 1e-4] \
         [--skip-cheng | --cheng-init '.devdata/init/cheng2020-anchor-N64-q{q}.safetensors'] \
-        [--patch-size 128]
+        [--patch-size 128] [--qualities 1 2 3 4]
 
 Every stage is a `licq train` run (the same CLI entry point, called in-process so that Python,
 CUDA and the data are started once, and one stage runs at a time: benchmarks/README.md, "GPU
@@ -93,6 +93,8 @@ def main() -> int:
     ap.add_argument("--mbt-lr", default="1e-4")
     ap.add_argument("--skip-cheng", action="store_true")
     ap.add_argument("--cheng-init", default=None, help="path pattern with {q}: continue these")
+    ap.add_argument("--qualities", type=int, nargs="+", default=[1, 2, 3, 4],
+                    help="the quality stages to run (continuations of some qualities only)")
     args = ap.parse_args()
     from licq.cli import main as licq
 
@@ -146,7 +148,7 @@ def quality_stages(args: argparse.Namespace, train, arch: str, sizes: list[str],
                    keep_diverged: bool = False, extra_q1: list[Path] | None = None) -> None:
     """q1..q4 of ``arch`` at CompressAI's λ, each from ``init`` (a path; ``{q}`` in it becomes
     the quality), packed."""
-    for q in (1, 2, 3, 4):
+    for q in args.qualities:
         stage = f"{arch}-q{q}"
         run = train(stage, "-a", arch, *sizes, "-q", str(q), "--lr", lr, "--seed", str(seed0 + q),
                     "--max-seconds", str(seconds), "--init", init.replace("{q}", str(q)),
