@@ -5,6 +5,8 @@
 #   bash benchmarks/fp32_finetune_control.sh   -> benchmarks/results/finetune-fp32-control.json
 #   COSINE_LR=1e-4 STEPS=1200 bash benchmarks/fp32_finetune_control.sh  (the control of the
 #     -s1200-cosine1e-4 QAT rows) -> benchmarks/results/finetune-fp32-control-s1200-cosine1e-4.json
+#   STEPS=2400 bash benchmarks/fp32_finetune_control.sh  (the -s2400 rows, constant lr)
+#     -> benchmarks/results/finetune-fp32-control-s2400.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LICQ=${LICQ:-.venv/bin/licq}
@@ -12,6 +14,8 @@ SHARED=${SHARED:-../shared}
 STEPS=${STEPS:-300}
 QUALITIES=${QUALITIES:-1 2 3 4}
 lr=(--lr 1e-5) tag= name="fp32-finetune-${STEPS}steps-lr1e-5"
+# a constant-lr control of another budget gets its own name and runs (-s<STEPS>, as the QAT rows)
+[[ $STEPS == 300 ]] || tag=-s$STEPS
 if [[ -n ${COSINE_LR:-} ]]; then
   lr=(--lr "$COSINE_LR" --lr-schedule cosine) tag=-s$STEPS-cosine$COSINE_LR
   name="fp32-finetune-${STEPS}steps-cosine$COSINE_LR"
