@@ -219,10 +219,14 @@ QAT_MAIN = ["w8a8", "fmpq-4x", "fmpq-6x", "fmpq-8x"]
 QAT_GOALS = {"fmpq-4x": 0.5, "fmpq-6x": 2.0, "fmpq-8x": 5.0}  # BD-rate (%) goals of the issue
 
 
+# a row name's budget/schedule suffix: -s1200, -s6000-decay4800, -s2400-cosine1e-4
+_BUDGET_SUFFIX = r"-s\d+(?:-decay\d+|-cosine[0-9.e+-]+)?"
+
+
 def _budget_base(setting: str) -> str:
     """``fmpq-6x-s1200`` (or ``fmpq-8x-s6000-decay4800``, ``fmpq-8x-s2400-cosine1e-4``) ->
     ``fmpq-6x`` (a main setting trained for another step budget or lr schedule)."""
-    m = re.fullmatch(r"(.+)-s\d+(?:-decay\d+|-cosine[0-9.e+-]+)?", setting)
+    m = re.fullmatch(rf"(.+){_BUDGET_SUFFIX}", setting)
     return m.group(1) if m and m.group(1) in QAT_MAIN else setting
 
 
@@ -233,7 +237,7 @@ def _control_for(arch: str, setting: str) -> Path | None:
     none (controls exist for the anchor's baselines only)."""
     if arch != ANCHOR:
         return None
-    m = re.search(r"-s\d+(?:-decay\d+|-cosine[0-9.e+-]+)?$", setting)
+    m = re.search(rf"{_BUDGET_SUFFIX}$", setting)
     f = RESULTS / f"finetune-fp32-control{m.group(0) if m else ''}.json"
     return f if f.is_file() else None
 
