@@ -7,17 +7,15 @@ cd "$(dirname "$0")/.."
 LICQ=${LICQ:-.venv/bin/licq}
 KODAK=${KODAK:-../shared/data/kodak}
 OUT=benchmarks/results
+# shellcheck source=benchmarks/baselines.sh
+source benchmarks/baselines.sh
 archs=("$@")
 [[ ${#archs[@]} -gt 0 ]] || archs=(bmshj2018-hyperprior mbt2018-mean cheng2020-anchor)
 
 for arch in "${archs[@]}"; do
-  if [[ $arch == bmshj2018-hyperprior ]]; then
-    ckpts=(../shared/baselines/bmshj2018-hyperprior-N64M96-q{1,2,3,4}.pth.tar)
-  else
-    ckpts=(benchmarks/models/"$arch"-*-q{1,2,3,4}.safetensors)
-  fi
-  for c in "${ckpts[@]}"; do [[ -f $c ]] || { echo "skip $arch: $c missing"; continue 2; }; done
-  "$LICQ" eval -a "$arch" -q 1 2 3 4 -m "${ckpts[@]}" -d "$KODAK" --threads 1 --estimate \
+  baseline_ckpts "$arch"
+  for c in "${CKPTS[@]}"; do [[ -f $c ]] || { echo "skip $arch: $c missing"; continue 2; }; done
+  "$LICQ" eval -a "$arch" -q 1 2 3 4 -m "${CKPTS[@]}" -d "$KODAK" --threads 1 --estimate \
     --name "$arch-licq-baseline" -o "$OUT/baselines-$arch.json" --no-progress
 done
 .venv/bin/python benchmarks/report.py

@@ -9,21 +9,19 @@ KODAK=${KODAK:-../shared/data/kodak}
 CALIB=${CALIB:-../shared/data/train}
 OUT=benchmarks/results
 EXTRA=${EXTRA:-}
+# shellcheck source=benchmarks/baselines.sh
+source benchmarks/baselines.sh
 archs=("$@")
 [[ ${#archs[@]} -gt 0 ]] || archs=(bmshj2018-hyperprior)
 settings=("--w-bits 8 --a-bits 8:w8a8" "--w-bits 6 --a-bits 8:w6a8" "--w-bits 4 --a-bits 8:w4a8"
           "--w-bits 8 --weight-only:w8-wonly" "--w-bits 6 --weight-only:w6-wonly"
           "--w-bits 4 --weight-only:w4-wonly")
 for arch in "${archs[@]}"; do
-  if [[ $arch == bmshj2018-hyperprior ]]; then
-    ckpts=(../shared/baselines/bmshj2018-hyperprior-N64M96-q{1,2,3,4}.pth.tar)
-  else
-    ckpts=(benchmarks/models/"$arch"-*-q{1,2,3,4}.safetensors)
-  fi
+  baseline_ckpts "$arch"
   for s in "${settings[@]}"; do
     flags=${s%%:*}; name=${s##*:}
     # shellcheck disable=SC2086
-    "$LICQ" ptq -a "$arch" -q 1 2 3 4 -m "${ckpts[@]}" $flags $EXTRA -d "$KODAK" --calib-dir "$CALIB" \
+    "$LICQ" ptq -a "$arch" -q 1 2 3 4 -m "${CKPTS[@]}" $flags $EXTRA -d "$KODAK" --calib-dir "$CALIB" \
       --calib-crops 32 --threads 1 --name "$arch-ptq-$name" -o "$OUT/ptq-$arch-$name.json" --no-progress
   done
 done

@@ -27,11 +27,9 @@ LICQ=${LICQ:-.venv/bin/licq}
 SHARED=${SHARED:-../shared}
 STEPS=${STEPS:-300}
 ARCH=${ARCH:-bmshj2018-hyperprior}  # ARCH=mbt2018-mean: the committed benchmarks/models/ baselines
-CKPTS=()
-for q in 1 2 3 4; do
-  if [[ $ARCH == bmshj2018-hyperprior ]]; then CKPTS+=("$SHARED/baselines/$ARCH-N64M96-q$q.pth.tar")
-  else CKPTS+=(benchmarks/models/"$ARCH"-*-q$q.safetensors); fi
-done
+# shellcheck source=benchmarks/baselines.sh
+source benchmarks/baselines.sh
+baseline_ckpts "$ARCH" "$SHARED"
 for c in "${CKPTS[@]}"; do [[ -f $c ]] || { echo "$c: no such baseline" >&2; exit 2; }; done
 
 run() {  # run NAME ARGS...   (PREFIX=dq to write dq-*.json)
