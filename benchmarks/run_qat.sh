@@ -6,7 +6,8 @@
 #   bash benchmarks/run_qat.sh ablations [dpa dgm ...]  # one switch at a time against fmpq-6x
 #   bash benchmarks/run_qat.sh dq          # DynaQuant dynamic bits {4,6,8} and {6,8,10} (issue 7)
 #   bash benchmarks/run_qat.sh dq-gamma    # {4,6,8} with γ = 0.05 instead of 0.01
-#     (STEPS=1200 bash benchmarks/run_qat.sh dq-gamma: both runs at 1200 steps, names -s1200)
+#     (STEPS=1200 bash benchmarks/run_qat.sh dq-gamma: both runs at 1200 steps, names -s1200;
+#      GAMMA=0.02 bash benchmarks/run_qat.sh dq-gamma: that γ, names -gamma0.02)
 #     -> benchmarks/results/dq-<arch>-<candidates>.json, then the static DPA+DGM configuration
 #        at the nearest uniform bit-width to the measured mean bits (dq-<arch>-static-w<B>.json)
 #   STEPS=1200 bash benchmarks/run_qat.sh long [6x 8x 4x]  # FMPQ settings, a longer budget
@@ -113,12 +114,14 @@ case ${1:-main} in
       PREFIX=dq run "static-w$b" --preset dynaquant-q --w-bits "$b" --a-bits "$b"
     done
     ;;
-  dq-gamma)  # a stronger bits penalty (γ of L_bits) than the preset's 0.01; STEPS=1200: -s1200 names
-    # COSINE_LR=1e-4: both runs with a cosine lr schedule from 1e-4 (-cosine1e-4 names)
+  dq-gamma)  # a stronger bits penalty (γ of L_bits, GAMMA, default 0.05) than the preset's 0.01;
+    # STEPS=1200: -s1200 names; COSINE_LR=1e-4: both runs with a cosine lr schedule from 1e-4
+    # (-cosine1e-4 names)
+    g=${GAMMA:-0.05}
     sfx=$([[ $STEPS == 300 ]] || echo "-s$STEPS")$CSFX
-    PREFIX=dq run "4-6-8-gamma0.05$sfx" --preset dynaquant --candidates 4 6 8 --bits-weight 0.05 \
+    PREFIX=dq run "4-6-8-gamma$g$sfx" --preset dynaquant --candidates 4 6 8 --bits-weight "$g" \
       "${SCHED[@]}"
-    b=$(mean_bits "4-6-8-gamma0.05$sfx")
+    b=$(mean_bits "4-6-8-gamma$g$sfx")
     PREFIX=dq run "static-w$b$sfx" --preset dynaquant-q --w-bits "$b" --a-bits "$b" "${SCHED[@]}"
     ;;
   *) echo "usage: $0 main|long|decay|ablations|dq|dq-gamma" >&2; exit 2 ;;
