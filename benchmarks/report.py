@@ -423,10 +423,18 @@ def dq_section() -> str:
                 "bits read | selector share encode / decode | selectors: hidden, weight bits | "
                 "steps / model | bits chosen | layers varying with the image |",
                 "|---|---|---|---|---|---|---|---|---|---|"]
+        points: list[tuple[float, float, str, bool]] = []  # (32 / bits, BD-rate, name, dynamic)
         for f in files:
             r = read_results(f)
             lq = r["licq"]
             dyn = "mean_bits" in lq
+            name = f.stem.removeprefix(f"dq-{arch}-")
+            m = re.match(r"static-w(\d+)", name)
+            try:
+                points.append((32 / lq["mean_bits"] if dyn else 32 / int(m.group(1)),
+                               bd_rate(anchor, r), name, dyn))
+            except Exception:  # noqa: BLE001  (no BD-rate: the table says why)
+                pass
             out.append(
                 f"| {f.stem.removeprefix(f'dq-{arch}-')} | {_bd(anchor, r)} | "
                 f"{lq['mean_bits']:.2f} | {32 / lq['mean_bits']:.2f}x | "
@@ -446,8 +454,50 @@ def dq_section() -> str:
                 "`bits chosen`: how often each candidate was chosen over all images, qualities "
                 "and dynamic layers; `layers varying with the image`: per quality (q1–q4), how "
                 "many dynamic layers do not get the same bits on all images. "
-                f"Per-image choices: `benchmarks/results/dq-{arch}-*.bits.png`.", ""]
+                f"Per-image choices: `benchmarks/results/dq-{arch}-*.bits.png`."]
+        plot = _plot_dq_tradeoff(arch, points)
+        if plot:
+            out += ["", f"BD-rate against `32 / mean bits`, with the published DynaQuant point: "
+                    f"`benchmarks/results/{plot.name}`."]
+        out.append("")
     return "\n".join(out) if out else "No dynamic-bit-width results yet."
+
+
+#: DynaQuant's published (32 / mean bits, BD-rate %) per architecture (arXiv 2511.07903)
+DQ_PUBLISHED = {"bmshj2018-hyperprior": (4.55, 7.63), "cheng2020-anchor": (5.17, 7.15)}
+
+
+def _plot_dq_tradeoff(arch: str, points: list[tuple[float, float, str, bool]]) -> Path | None:
+    """BD-rate vs ``32 / mean bits`` of the dynamic runs (circles) and their static comparators
+    (squares, at 32 / B), with DynaQuant's published point; -> ``dq-<arch>-tradeoff.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for x, y, name, dyn in points:
+        ax.plot(x, y, "o" if dyn else "s", color="C0" if dyn else "C1", ms=7)
+        ax.annotate(name, (x, y), fontsize=6, xytext=(4, 3), textcoords="offset points")
+    pub = DQ_PUBLISHED.get(arch)
+    if pub:
+        ax.plot(*pub, "*", color="C3", ms=12)
+        ax.annotate("DynaQuant (published)", pub, fontsize=7, color="C3", xytext=(4, -10),
+                    textcoords="offset points")
+    ax.plot([], [], "o", color="C0", label="dynamic (licq)")
+    ax.plot([], [], "s", color="C1", label="static comparator (licq)")
+    ax.set_xlabel("32 / mean bits (dynamic layers)")
+    ax.set_ylabel("BD-rate vs FP32 on Kodak (%)")
+    ax.set_title(f"{arch}: dynamic bit-widths, lower right is better")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = RESULTS / f"dq-{arch}-tradeoff.png"
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
 
 
 def _choices(lq: dict) -> str:
