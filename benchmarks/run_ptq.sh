@@ -2,6 +2,7 @@
 # Uniform PTQ on the FP32 baselines, all 24 Kodak images through real bitstreams, calibrated on
 # training crops (../shared/data/train, never Kodak). Writes benchmarks/results/ptq-<arch>-<setting>.json
 #   bash benchmarks/run_ptq.sh [ARCH ...]      (default: bmshj2018-hyperprior)
+#   ONLY="w8-wonly w4a8" bash benchmarks/run_ptq.sh mbt2018-mean   # only those settings
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LICQ=${LICQ:-.venv/bin/licq}
@@ -20,6 +21,7 @@ for arch in "${archs[@]}"; do
   baseline_ckpts "$arch"
   for s in "${settings[@]}"; do
     flags=${s%%:*}; name=${s##*:}
+    [[ -z ${ONLY:-} || " $ONLY " == *" $name "* ]] || continue
     # shellcheck disable=SC2086
     "$LICQ" ptq -a "$arch" -q 1 2 3 4 -m "${CKPTS[@]}" $flags $EXTRA -d "$KODAK" --calib-dir "$CALIB" \
       --calib-crops 32 --threads 1 --name "$arch-ptq-$name" -o "$OUT/ptq-$arch-$name.json" --no-progress
