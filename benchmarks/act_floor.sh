@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Where the W8A8 PTQ loss comes from: W8A8 with the input activations of one group of layers
+# (g_a, g_s, h_a or h_s) left in float, everything else as in run_ptq.sh's w8a8 (same calibration,
+# all 24 Kodak images through real bitstreams). Compare with ptq-<arch>-w8a8.json (all activations
+# at 8 bit) and ptq-<arch>-w8-wonly.json (none).
+#   bash benchmarks/act_floor.sh [ARCH ...]   (default: mbt2018-mean)
+#   -> benchmarks/results/ptq-<arch>-w8a8-float-<group>.json
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LICQ=${LICQ:-.venv/bin/licq}
+SHARED=${SHARED:-../shared}
+GROUPS_=${GROUPS_:-g_a g_s h_a h_s}
+# shellcheck source=benchmarks/baselines.sh
+source benchmarks/baselines.sh
+archs=("$@")
+[[ ${#archs[@]} -gt 0 ]] || archs=(mbt2018-mean)
+mkdir -p runs/act-floor
+for arch in "${archs[@]}"; do
+  baseline_ckpts "$arch" "$SHARED"
+  for g in $GROUPS_; do
+    out=benchmarks/results/ptq-$arch-w8a8-float-$g.json
+    if [[ -f $out ]]; then echo "skip $out (done)"; continue; fi
+    cfg=runs/act-floor/w8a8-float-$g.json  # W8A8 default; this group's layers weight-only
+    printf '{"version": 1, "default": {"w_bits": 8, "a_bits": 8}, "layers": {"re:^%s\\\\.": {"w_bits": 8, "a_bits": null}}}\n' \
+      "$g" > "$cfg"
+    "$LICQ" ptq -a "$arch" -q 1 2 3 4 -m "${CKPTS[@]}" --bit-config "$cfg" -d "$SHARED/data/kodak" \
+      --calib-dir "$SHARED/data/train" --calib-crops 32 --threads 1 \
+      --name "$arch-ptq-w8a8-float-$g" -o "$out" --no-progress
+  done
+done
