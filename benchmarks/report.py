@@ -419,10 +419,11 @@ def dq_section() -> str:
         if anchor is None or not files:
             continue
         out += [f"**{arch}** (anchor `baselines-{arch}.json`)", "",
-                "| setting | BD-rate PSNR (%) | mean bits | 32 / mean bits | weight ratio at the "
-                "bits read | selector share encode / decode | selectors: hidden, weight bits | "
-                "steps / model | bits chosen | layers varying with the image |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+                "| setting | BD-rate PSNR (%) | vs its FP32 control (%) | mean bits | 32 / mean bits | "
+                "weight ratio at the bits read | selector share encode / decode | selectors: "
+                "hidden, weight bits | steps / model | bits chosen | layers varying with the "
+                "image |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         points: list[tuple[float, float, str, bool]] = []  # (32 / bits, BD-rate, name, dynamic)
         for f in files:
             r = read_results(f)
@@ -435,13 +436,15 @@ def dq_section() -> str:
                                bd_rate(anchor, r), name, dyn))
             except Exception:  # noqa: BLE001  (no BD-rate: the table says why)
                 pass
+            control = _control_for(arch, name)
+            vs_control = _bd(read_results(control), r) if control else "—"
             out.append(
-                f"| {f.stem.removeprefix(f'dq-{arch}-')} | {_bd(anchor, r)} | "
+                f"| {name} | {_bd(anchor, r)} | {vs_control} | "
                 f"{lq['mean_bits']:.2f} | {32 / lq['mean_bits']:.2f}x | "
                 f"{lq['ratio_at_mean_bits']:.2f}x | "
                 f"{100 * lq['selector_share_encode']:.2f}% / {100 * lq['selector_share_decode']:.2f}% | "
                 f"{_selector(lq)} | {_mean(lq['steps']):.0f} | {_choices(lq)} |" if dyn else
-                f"| {f.stem.removeprefix(f'dq-{arch}-')} | {_bd(anchor, r)} | static | — | "
+                f"| {name} | {_bd(anchor, r)} | {vs_control} | static | — | "
                 f"{_mean([x['weight_ratio'] for x in _sizes(r)]):.2f}x (stored) | — | — | "
                 f"{_mean(lq['steps']):.0f} | — | — |")
         out += ["", "`static-wB`: `--preset dynaquant-q` (DPA + DGM) at uniform B-bit weights and "
@@ -453,7 +456,9 @@ def dq_section() -> str:
                 "the bits-read ratio also counts the fixed 8-bit layers and the selectors. "
                 "`bits chosen`: how often each candidate was chosen over all images, qualities "
                 "and dynamic layers; `layers varying with the image`: per quality (q1–q4), how "
-                "many dynamic layers do not get the same bits on all images. "
+                "many dynamic layers do not get the same bits on all images. `vs its FP32 "
+                "control`: against the FP32 models fine-tuned with the same loop, steps and lr "
+                "schedule (the controls of the QAT section; — where none was trained). "
                 f"Per-image choices: `benchmarks/results/dq-{arch}-*.bits.png`."]
         plot = _plot_dq_tradeoff(arch, points)
         if plot:
