@@ -164,7 +164,24 @@ def ptq_section() -> str:
                 f"{_mean([x['quantized_layers_ratio'] for x in sz]):.3f} | "
                 f"{f'{calib:.1f}' if calib else '— (weight-only)'} |")
         out.append("")
+        out += _act_floor_rows(arch, anchor)
     return "\n".join(out) if out else "No PTQ results yet."
+
+
+def _act_floor_rows(arch: str, anchor: dict) -> list[str]:
+    """``benchmarks/act_floor.sh``'s runs: W8A8 with one group's (or layer's) input activations
+    left in float, as a small table after the uniform PTQ one."""
+    files = sorted(RESULTS.glob(f"ptq-{arch}-w8a8-float-*.json"))
+    if not files:
+        return []
+    rows = [f"W8A8 with the input activations of one group or layer left in float "
+            f"(`benchmarks/act_floor.sh {arch}`; all other layers as in w8a8):", "",
+            "| activations in float | BD-rate PSNR (%) | BD-rate MS-SSIM (%) |", "|---|---|---|"]
+    for f in files:
+        r = read_results(f)
+        rows.append(f"| {f.stem.removeprefix(f'ptq-{arch}-w8a8-float-')} | {_bd(anchor, r)} | "
+                    f"{_bd(anchor, r, 'ms-ssim-rgb')} |")
+    return [*rows, ""]
 
 
 def fmpq_section() -> str:
