@@ -402,13 +402,21 @@ def _plot_qat_budget(arch: str, anchor: dict,
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     if all(b > 0 for pts in series.values() for _, b, _ in pts):
         ax.set_yscale("log")
-    ax.set_xlabel("QAT steps per model (batch 8, 128 px)")
-    ax.set_ylabel("BD-rate vs FP32 on Kodak (%)")
-    ax.set_title(f"{arch}: QAT budget (dashed: goal, dotted: PTQ)")
     ax.grid(True, which="both", alpha=0.3)
+    return _save_bd_plot(fig, ax, "QAT steps per model (batch 8, 128 px)",
+                         f"{arch}: QAT budget (dashed: goal, dotted: PTQ)", f"qat-{arch}-steps.png")
+
+
+def _save_bd_plot(fig, ax, xlabel: str, title: str, name: str) -> Path:  # noqa: ANN001
+    """Label a BD-rate-vs-something plot, add its legend and write it to ``RESULTS / name``."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("BD-rate vs FP32 on Kodak (%)")
+    ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    out = RESULTS / f"qat-{arch}-steps.png"
+    out = RESULTS / name
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
@@ -510,16 +518,10 @@ def _plot_dq_tradeoff(arch: str, points: list[tuple[float, float, str, bool]]) -
                     textcoords="offset points")
     ax.plot([], [], "o", color="C0", label="dynamic (licq)")
     ax.plot([], [], "s", color="C1", label="static comparator (licq)")
-    ax.set_xlabel("32 / mean bits (dynamic layers)")
-    ax.set_ylabel("BD-rate vs FP32 on Kodak (%)")
-    ax.set_title(f"{arch}: dynamic bit-widths, lower right is better")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = RESULTS / f"dq-{arch}-tradeoff.png"
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save_bd_plot(fig, ax, "32 / mean bits (dynamic layers)",
+                         f"{arch}: dynamic bit-widths, lower right is better",
+                         f"dq-{arch}-tradeoff.png")
 
 
 def _choices(lq: dict) -> str:
