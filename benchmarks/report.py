@@ -170,17 +170,22 @@ def ptq_section() -> str:
 
 def _act_floor_rows(arch: str, anchor: dict) -> list[str]:
     """``benchmarks/act_floor.sh``'s runs: W8A8 with one group's (or layer's) input activations
-    left in float, as a small table after the uniform PTQ one."""
-    files = sorted(RESULTS.glob(f"ptq-{arch}-w8a8-float-*.json"))
-    if not files:
+    left in float or at other bits, as a small table after the uniform PTQ one."""
+    runs = []
+    for f in RESULTS.glob(f"ptq-{arch}-w8a8-*-*.json"):
+        m = re.fullmatch(rf"ptq-{re.escape(arch)}-w8a8-(float|a\d+)-(.+)", f.stem)
+        if m:
+            runs.append((m.group(2), m.group(1), f))
+    if not runs:
         return []
-    rows = [f"W8A8 with the input activations of one group or layer left in float "
+    rows = [f"W8A8 with the input activations of one group or layer in float or at other bits "
             f"(`benchmarks/act_floor.sh {arch}`; all other layers as in w8a8):", "",
-            "| activations in float | BD-rate PSNR (%) | BD-rate MS-SSIM (%) |", "|---|---|---|"]
-    for f in files:
+            "| layers | their input activations | BD-rate PSNR (%) | BD-rate MS-SSIM (%) |",
+            "|---|---|---|---|"]
+    for layers, bits, f in sorted(runs):
         r = read_results(f)
-        rows.append(f"| {f.stem.removeprefix(f'ptq-{arch}-w8a8-float-')} | {_bd(anchor, r)} | "
-                    f"{_bd(anchor, r, 'ms-ssim-rgb')} |")
+        rows.append(f"| {layers} | {bits if bits == 'float' else bits[1:] + ' bit'} | "
+                    f"{_bd(anchor, r)} | {_bd(anchor, r, 'ms-ssim-rgb')} |")
     return [*rows, ""]
 
 
