@@ -461,11 +461,12 @@ def dq_section() -> str:
             dyn = "mean_bits" in lq
             name = f.stem.removeprefix(f"dq-{arch}-")
             m = re.match(r"static-w(\d+)", name)
-            try:
-                points.append((32 / lq["mean_bits"] if dyn else 32 / int(m.group(1)),
-                               bd_rate(anchor, r), name, dyn))
-            except Exception:  # noqa: BLE001  (no BD-rate: the table says why)
-                pass
+            if dyn or m:  # the plot's x: 32 / mean bits, or 32 / B of a static-wB comparator
+                try:
+                    points.append((32 / lq["mean_bits"] if dyn else 32 / int(m.group(1)),
+                                   bd_rate(anchor, r), name, dyn))
+                except Exception:  # noqa: BLE001  (no BD-rate: the table says why)
+                    pass
             control = _control_for(arch, name)
             vs_control = _bd(read_results(control), r) if control else "—"
             out.append(
