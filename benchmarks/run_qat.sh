@@ -3,6 +3,7 @@
 # (e.g. ARCH=mbt2018-mean bash benchmarks/run_qat.sh main, after `run_fmpq.py --arch mbt2018-mean`
 # wrote its allocations) runs the same settings on that committed baseline.
 #   bash benchmarks/run_qat.sh main        # W8A8 and the FMPQ DP allocations at 4x / 6x / 8x
+#   bash benchmarks/run_qat.sh a10-gs      # W8A8 with g_s's activations at 10 bit
 #   bash benchmarks/run_qat.sh ablations [dpa dgm ...]  # one switch at a time against fmpq-6x
 #   bash benchmarks/run_qat.sh dq          # DynaQuant dynamic bits {4,6,8} and {6,8,10} (issue 7)
 #   bash benchmarks/run_qat.sh dq-gamma    # {4,6,8} with γ = 0.05 instead of 0.01
@@ -70,6 +71,10 @@ case ${1:-main} in
     run fmpq-4x --preset fmpq --bit-config "$(fmpq 4x)"
     run fmpq-8x --preset fmpq --bit-config "$(fmpq 8x)"
     ;;
+  a10-gs)  # W8A8 with g_s's input activations at 10 bit (benchmarks/configs/w8a8-a10-g_s.json,
+    # written by act_floor.sh A_BITS=10 GROUPS_=g_s), the fix the PTQ floor analysis points to
+    run w8a8-a10-g_s --preset fmpq --bit-config benchmarks/configs/w8a8-a10-g_s.json
+    ;;
   long)  # all three, or: STEPS=2400 bash benchmarks/run_qat.sh long 8x 4x
     # FROM=2400 STEPS=4800 ... long 8x: continue fmpq-8x-s2400's final checkpoints (the same as
     # training 4800 steps at once: resume is exact and the lr constant)
@@ -124,6 +129,6 @@ case ${1:-main} in
     b=$(mean_bits "4-6-8-gamma$g$sfx")
     PREFIX=dq run "static-w$b$sfx" --preset dynaquant-q --w-bits "$b" --a-bits "$b" "${SCHED[@]}"
     ;;
-  *) echo "usage: $0 main|long|decay|ablations|dq|dq-gamma" >&2; exit 2 ;;
+  *) echo "usage: $0 main|a10-gs|long|decay|ablations|dq|dq-gamma" >&2; exit 2 ;;
 esac
 echo "$(date -Is) done ${1:-main}"
