@@ -71,8 +71,9 @@ case ${1:-main} in
     run fmpq-4x --preset fmpq --bit-config "$(fmpq 4x)"
     run fmpq-8x --preset fmpq --bit-config "$(fmpq 8x)"
     ;;
-  a10-gs)  # W8A8 with g_s's input activations at 10 bit (benchmarks/configs/w8a8-a10-g_s.json,
-    # written by act_floor.sh A_BITS=10 GROUPS_=g_s), the fix the PTQ floor analysis points to
+  a10-gs)  # W8A8 with g_s's input activations at 10 bit (benchmarks/configs/w8a8-a10-g_s.json: a
+    # committed copy of the config act_floor.sh A_BITS=10 GROUPS_=g_s writes under runs/), the fix
+    # the PTQ floor analysis points to
     run w8a8-a10-g_s --preset fmpq --bit-config benchmarks/configs/w8a8-a10-g_s.json
     ;;
   long)  # all three, or: STEPS=2400 bash benchmarks/run_qat.sh long 8x 4x
