@@ -19,6 +19,12 @@
 #     -> qat-<arch>-fmpq-8x-s2400-cosine1e-4.json
 #   FROM=4800 STEPS=6000 bash benchmarks/run_qat.sh decay 8x  # continue s<FROM> with a cosine
 #     lr decay to step STEPS -> qat-<arch>-fmpq-8x-s6000-decay4800.json
+#   A_GS=10 COSINE_LR=1e-4 STEPS=4800 bash benchmarks/run_qat.sh long 8x  # the same, with g_s's
+#     input activations at 10 bit (--layer-a-bits; the weights and size are the allocation's)
+#     -> qat-<arch>-fmpq-8x-a10-g_s-s4800-cosine1e-4.json
+#   QUALITIES="1 2" ...: train only those qualities (no evaluation, no results file), so two
+#     copies can share the four over two cores; then the same command without QUALITIES loads
+#     the finished qualities and evaluates all four
 # Every setting: `licq qat --preset fmpq` (RD loss, leaky clip 0.01, STE, LSQ log-scales) unless
 # the ablation changes one switch; STEPS steps per quality (batch 8, 128 px crops of
 # ../shared/data/train, weight lr 1e-5, scale lr 1e-4), 1 thread. Resumable: a finished results
@@ -28,6 +34,7 @@ cd "$(dirname "$0")/.."
 LICQ=${LICQ:-.venv/bin/licq}
 SHARED=${SHARED:-../shared}
 STEPS=${STEPS:-300}
+QUALITIES=${QUALITIES:-1 2 3 4}
 ARCH=${ARCH:-bmshj2018-hyperprior}  # ARCH=mbt2018-mean: the committed benchmarks/models/ baselines
 # shellcheck source=benchmarks/baselines.sh
 source benchmarks/baselines.sh
@@ -39,12 +46,18 @@ run() {  # run NAME ARGS...   (PREFIX=dq to write dq-*.json)
   local out=benchmarks/results/${PREFIX:-qat}-$ARCH-$name.json
   if [[ -f $out ]]; then echo "skip $name (done)"; return; fi
   local lock=runs/qat/$ARCH-$name.lock  # lets two copies of this script share the work
+  local qs part=() ms=() q
+  read -ra qs <<< "$QUALITIES"
+  if [[ ${#qs[@]} -lt 4 ]]; then  # a share of the qualities: train only
+    part=(--no-eval) lock=runs/qat/$ARCH-$name-q${QUALITIES// /}.lock
+  fi
+  for q in "${qs[@]}"; do ms+=("${CKPTS[q - 1]}"); done
   if [[ -f $lock ]] && kill -0 "$(cat "$lock")" 2>/dev/null; then echo "skip $name (running)"; return; fi
   mkdir -p runs/qat && echo $$ > "$lock"
-  echo "$(date -Is) start $name"
-  "$LICQ" qat -a $ARCH -m "${CKPTS[@]}" -q 1 2 3 4 --train-dir "$SHARED/data/train" \
+  echo "$(date -Is) start $name (q ${qs[*]})"
+  "$LICQ" qat -a $ARCH -m "${ms[@]}" -q "${qs[@]}" --train-dir "$SHARED/data/train" \
     -d "$SHARED/data/kodak" --threads 1 --no-progress --steps "$STEPS" \
-    --run-dir "runs/qat/$ARCH-$name" --setting "$name" -o "$out" "$@"
+    --run-dir "runs/qat/$ARCH-$name" --setting "$name" -o "$out" "${part[@]}" "$@"
   rm -f "$lock"
 }
 fmpq() { echo "benchmarks/results/fmpq-$ARCH-dp-$1.json"; }
@@ -55,6 +68,9 @@ mean_bits() {  # mean_bits SETTING: a dynamic run's mean bits, rounded (its stat
 # COSINE_LR=1e-4 (long, dq-gamma): a cosine lr schedule from that lr; names get -cosine<lr>
 SCHED=() CSFX=
 [[ -z ${COSINE_LR:-} ]] || { SCHED=(--lr "$COSINE_LR" --lr-schedule cosine); CSFX=-cosine$COSINE_LR; }
+# A_GS=10 (long): g_s's input activations at that precision; names get -a<A_GS>-g_s
+ABITS=() ASFX=
+[[ -z ${A_GS:-} ]] || { ABITS=(--layer-a-bits "re:^g_s(\.|$)=$A_GS"); ASFX=-a$A_GS-g_s; }
 seed_from() {  # seed_from SRC DST: DST's runs start from SRC's final training checkpoints
   local src=runs/qat/$ARCH-$1 dst=runs/qat/$ARCH-$2
   [[ ! -d $dst ]] || return 0  # seeded before (it resumes from its own checkpoints)
@@ -85,7 +101,8 @@ case ${1:-main} in
     [[ ${#ratios[@]} -gt 0 ]] || ratios=(6x 8x 4x)
     for r in "${ratios[@]}"; do
       [[ -z ${FROM:-} ]] || seed_from "fmpq-$r-s$FROM" "fmpq-$r-s$STEPS"
-      run "fmpq-$r-s$STEPS$CSFX" --preset fmpq --bit-config "$(fmpq "$r")" "${SCHED[@]}"
+      run "fmpq-$r$ASFX-s$STEPS$CSFX" --preset fmpq --bit-config "$(fmpq "$r")" "${SCHED[@]}" \
+        "${ABITS[@]}"
     done
     ;;
   decay)  # FROM=4800 STEPS=6000 bash benchmarks/run_qat.sh decay 8x: continue fmpq-8x-s4800's

@@ -115,6 +115,18 @@ def test_ptq_sensitivity_search_pipeline(tmp_path, crop_dir, image_dir, capsys):
     assert r["licq"]["calibration_seconds"][0] > 0
     assert {"model_bytes", "fp32_bytes", "ratio", "quantized_layers_ratio", "command",
             "commit"} <= set(r["licq"])
+    # --layer-a-bits on top of the allocation: g_s's inputs at 10 bit, weights unchanged
+    assert main(["ptq", "-m", ckpt, "-q", "3", "--bit-config", str(tmp_path / "dp.json"),
+                 "--layer-a-bits", "re:^g_s=10", "--calib-dir", str(crop_dir), "--calib-size",
+                 "64", "--calib-crops", "2", "-d", str(image_dir), "--limit", "1", "-o",
+                 str(tmp_path / "ptq-a10.json"), "--no-progress"]) == 0
+    layers = read_results(tmp_path / "ptq-a10.json")["licq"]["bit_config"]["layers"]
+    before = r["licq"]["bit_config"]["layers"]  # g_a.0 at 10 from the search's --layer-a-bits
+    assert {k: v["a_bits"] for k, v in layers.items() if v} == {
+        k: 10 if k.startswith("g_s") else v["a_bits"] for k, v in before.items() if v}
+    assert any(v["a_bits"] == 8 for v in layers.values() if v)
+    assert {k: v["w_bits"] for k, v in layers.items() if v} == {
+        k: v["w_bits"] for k, v in before.items() if v}
 
 
 def test_search_failure_is_one_line(tmp_path, crop_dir, capsys):

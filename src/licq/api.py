@@ -139,6 +139,32 @@ class QuantConfig:
                     resolved[name] = replace(cfg, w_bits=self.gdn_bits)
         return resolved
 
+    def with_a_bits(self, a_bits: dict[str, int], layer_names: list[str]) -> QuantConfig:
+        """This config with the input-activation bits of some layers replaced.
+
+        ``a_bits`` maps a layer name or ``"re:<regex>"`` (first match in map order) to bits; it
+        applies to the layers that quantize their input activations (kept-float and weight-only
+        layers stay as they are). The result names every layer of ``layer_names`` explicitly, so
+        it is the resolved config written out. Raises ``ValueError`` for a key that changes no
+        layer (a typo would otherwise silently leave the config as it was).
+        """
+        resolved = self.resolve(layer_names)
+        used: set[str] = set()
+        layers: dict[str, LayerQConfig | None] = {}
+        for name, cfg in resolved.items():
+            for key, bits in a_bits.items():
+                hit = re.search(key[3:], name) if key.startswith("re:") else key == name
+                if hit and cfg is not None and cfg.a_bits is not None:
+                    cfg = replace(cfg, a_bits=bits)
+                    used.add(key)
+                    break
+            layers[name] = cfg
+        unused = [k for k in a_bits if k not in used]
+        if unused:
+            raise ValueError(f"activation-bit override(s) {unused} match no layer with quantized "
+                             "input activations")
+        return QuantConfig(default=None, layers=layers, gdn_bits=self.gdn_bits)
+
     # -- JSON --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -183,6 +183,17 @@ def _ptq_config(args: argparse.Namespace):  # noqa: ANN202
     return [QuantConfig(default=layer, gdn_bits=args.gdn_bits)], setting
 
 
+def _apply_layer_a_bits(args: argparse.Namespace, configs: list, points: list) -> list:
+    """``--layer-a-bits``: each model's config with those layers' activation bits replaced."""
+    from licq.api import quantizable_layer_names
+
+    over = _name_bits(args.layer_a_bits, "--layer-a-bits")
+    if not over:
+        return configs
+    return [c.with_a_bits(over, quantizable_layer_names(p.model))
+            for c, p in zip(configs, points, strict=True)]
+
+
 def cmd_ptq(args: argparse.Namespace) -> int:
     """Post-training quantization of each quality point, then real-bitstream evaluation."""
     from licq.defaults import default_calibration_dir
@@ -195,6 +206,10 @@ def cmd_ptq(args: argparse.Namespace) -> int:
         configs = configs * len(points)
     if len(configs) != len(points):
         raise ValueError(f"{len(configs)} bit configs for {len(points)} models: give one or one each")
+    if args.layer_a_bits:
+        configs = _apply_layer_a_bits(args, configs, points)
+        setting += "-a" + "-a".join(f"{b}({k})" for k, b in
+                                    _name_bits(args.layer_a_bits, "--layer-a-bits").items())
     calib = args.calib_dir or default_calibration_dir()
     sizes, seconds = [], []
     for p, cfg in zip(points, configs, strict=True):
@@ -302,6 +317,7 @@ def cmd_qat(args: argparse.Namespace) -> int:
         configs = configs * len(points)
     if len(configs) != len(points):
         raise ValueError(f"{len(configs)} bit configs for {len(points)} models: give one or one each")
+    configs = _apply_layer_a_bits(args, configs, points)
     settings = _qat_settings(args)
     device = args.device
     if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -422,13 +438,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     fp32_hash = model_hash(point.model)
     sizes = infer_args(get_adapter(arch), point.model.state_dict())
     if args.qat_run:
+        if args.layer_a_bits:
+            raise ValueError("--layer-a-bits applies to a PTQ config; a QAT run keeps its own")
         run = load_qat_result(point.model, args.qat_run)
         config, size, source = run.config, run.size, f"QAT run {args.qat_run}"
     else:
         configs, setting = _ptq_config(args)
         if len(configs) != 1:
             raise ValueError("give one bit config")
-        config = configs[0]
+        config = _apply_layer_a_bits(args, configs, [point])[0]
         r = post_training_quantize(point.model, config, args.calib_dir or _default_calib(),
                                    num_crops=args.calib_crops, patch_size=args.calib_size,
                                    seed=args.calib_seed, progress=not args.no_progress)
@@ -635,20 +653,23 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _name_bits(items: list[str] | None, flag: str) -> dict[str, int]:
+    """``["g_a.0=10", "re:^g_s=10"]`` -> ``{"g_a.0": 10, "re:^g_s": 10}`` (NAME=BITS arguments)."""
+    out = {}
+    for item in items or []:
+        name, _, bits = item.rpartition("=")
+        if not name or not bits.isdigit():
+            raise ValueError(f"{flag} expects NAME=BITS or re:REGEX=BITS, got {item!r}")
+        out[name] = int(bits)
+    return out
+
+
 def _constraints(args: argparse.Namespace):  # noqa: ANN202
     from licq.search import Constraints
 
-    def pairs(items: list[str] | None, flag: str) -> dict[str, int]:
-        out = {}
-        for item in items or []:
-            name, _, bits = item.rpartition("=")
-            if not name or not bits.isdigit():
-                raise ValueError(f"{flag} expects NAME=BITS or re:REGEX=BITS, got {item!r}")
-            out[name] = int(bits)
-        return out
-
-    return Constraints(fixed=pairs(args.fix, "--fix"), min_bits=args.min_bits,
-                       max_bits=args.max_bits, a_bits=pairs(args.layer_a_bits, "--layer-a-bits"),
+    return Constraints(fixed=_name_bits(args.fix, "--fix"), min_bits=args.min_bits,
+                       max_bits=args.max_bits,
+                       a_bits=_name_bits(args.layer_a_bits, "--layer-a-bits"),
                        float_layers=tuple(args.keep_float or ()))
 
 
@@ -857,6 +878,9 @@ def _add_bits_args(s: argparse.ArgumentParser, bit_config_help: str) -> None:
     s.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "mse"])
     s.add_argument("--a-observer", default="mse", choices=["minmax", "percentile", "mse"])
     s.add_argument("--gdn-bits", type=int, help="precision of GDN/IGDN γ, β (default: w-bits)")
+    s.add_argument("--layer-a-bits", nargs="+", metavar="NAME=BITS",
+                   help="input-activation bits of named layers, after the bit config, e.g. "
+                        "'re:^g_s(\\.|$)=10' (layers that quantize their inputs)")
 
 
 def _add_eval_args(s: argparse.ArgumentParser) -> None:

@@ -18,6 +18,21 @@ def test_resolution_exact_regex_default_and_float():
     assert r["g_s.0"] is None
 
 
+def test_with_a_bits_overrides_only_activation_quantized_layers():
+    names = ["g_a.0", "g_a.1", "g_s.0", "g_s.1", "h_a.0"]
+    cfg = QuantConfig(default=LayerQConfig(8, 8), gdn_bits=10, layers={
+        "g_a.0": LayerQConfig(6, None), "g_s.1": None, "re:^g_s": LayerQConfig(3, 8)})
+    out = cfg.with_a_bits({"re:^g_s": 10, "h_a.0": 12, "re:^g_a": 11}, names)
+    r = out.resolve(names)
+    assert r["g_s.0"] == LayerQConfig(3, 10) and r["g_s.1"] is None
+    assert r["h_a.0"] == LayerQConfig(8, 12) and r["g_a.1"] == LayerQConfig(8, 11)
+    assert r["g_a.0"] == LayerQConfig(6, None)  # weight-only stays weight-only
+    assert out.default is None and set(out.layers) == set(names) and out.gdn_bits == 10
+    assert cfg.resolve(names)["g_s.0"].a_bits == 8  # the original is unchanged
+    with pytest.raises(ValueError, match=r"\['g_a.0'\] match no layer"):
+        cfg.with_a_bits({"g_a.0": 10}, names)
+
+
 def test_json_round_trip(tmp_path):
     cfg = QuantConfig(default=None, gdn_bits=12, layers={
         "g_a.0": LayerQConfig(6, 8, observer="percentile"), "re:g_s\\.[0-9]": None,
