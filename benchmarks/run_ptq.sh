@@ -3,6 +3,8 @@
 # training crops (../shared/data/train, never Kodak). Writes benchmarks/results/ptq-<arch>-<setting>.json
 #   bash benchmarks/run_ptq.sh [ARCH ...]      (default: bmshj2018-hyperprior)
 #   ONLY="w8-wonly w4a8" bash benchmarks/run_ptq.sh mbt2018-mean   # only those settings
+#   ONLY=fmpq-8x-a10-g_s bash benchmarks/run_ptq.sh   # FMPQ's 8x allocation (run_fmpq.py) with
+#     g_s's input activations at 10 bit: the PTQ counterpart of run_qat.sh's A_GS=10 rows
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LICQ=${LICQ:-.venv/bin/licq}
@@ -19,8 +21,14 @@ settings=("--w-bits 8 --a-bits 8:w8a8" "--w-bits 6 --a-bits 8:w6a8" "--w-bits 4 
           "--w-bits 4 --weight-only:w4-wonly")
 for arch in "${archs[@]}"; do
   baseline_ckpts "$arch"
-  for s in "${settings[@]}"; do
-    flags=${s%%:*}; name=${s##*:}
+  extra=()
+  for r in 4x 6x 8x; do  # where run_fmpq.py wrote the allocation
+    f=$OUT/fmpq-$arch-dp-$r.json
+    [[ ! -f $f ]] || extra+=("--bit-config $f --layer-a-bits re:^g_s(\.|$)=10:fmpq-$r-a10-g_s")
+  done
+  for s in "${settings[@]}" "${extra[@]}"; do
+    [[ -n ${ONLY:-} || $s != *fmpq-* ]] || continue  # only when asked for by name
+    flags=${s%:*}; name=${s##*:}  # the name follows the last ":"
     [[ -z ${ONLY:-} || " $ONLY " == *" $name "* ]] || continue
     # shellcheck disable=SC2086
     "$LICQ" ptq -a "$arch" -q 1 2 3 4 -m "${CKPTS[@]}" $flags $EXTRA -d "$KODAK" --calib-dir "$CALIB" \
