@@ -61,6 +61,10 @@ run() {  # run NAME ARGS...   (PREFIX=dq to write dq-*.json)
   rm -f "$lock"
 }
 fmpq() { echo "benchmarks/results/fmpq-$ARCH-dp-$1.json"; }
+stop_if_partial() {  # with QUALITIES: no results file to read yet, so stop after training
+  [[ $QUALITIES != "1 2 3 4" ]] || return 0
+  echo "$(date -Is) trained q $QUALITIES; run again without QUALITIES to evaluate"; exit 0
+}
 mean_bits() {  # mean_bits SETTING: a dynamic run's mean bits, rounded (its static comparator's B)
   .venv/bin/python -c "import json,sys; print(round(json.load(open(sys.argv[1]))['licq']['mean_bits']))" \
     "benchmarks/results/dq-$ARCH-$1.json"
@@ -132,6 +136,7 @@ case ${1:-main} in
   dq)
     PREFIX=dq run 4-6-8 --preset dynaquant --candidates 4 6 8
     PREFIX=dq run 6-8-10 --preset dynaquant --candidates 6 8 10
+    stop_if_partial
     for c in 4-6-8 6-8-10; do
       b=$(mean_bits $c)
       PREFIX=dq run "static-w$b" --preset dynaquant-q --w-bits "$b" --a-bits "$b"
@@ -144,6 +149,7 @@ case ${1:-main} in
     sfx=$([[ $STEPS == 300 ]] || echo "-s$STEPS")$CSFX
     PREFIX=dq run "4-6-8-gamma$g$sfx" --preset dynaquant --candidates 4 6 8 --bits-weight "$g" \
       "${SCHED[@]}"
+    stop_if_partial
     b=$(mean_bits "4-6-8-gamma$g$sfx")
     PREFIX=dq run "static-w$b$sfx" --preset dynaquant-q --w-bits "$b" --a-bits "$b" "${SCHED[@]}"
     ;;
