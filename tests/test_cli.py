@@ -115,8 +115,9 @@ def test_ptq_sensitivity_search_pipeline(tmp_path, crop_dir, image_dir, capsys):
     assert r["licq"]["calibration_seconds"][0] > 0
     assert {"model_bytes", "fp32_bytes", "ratio", "quantized_layers_ratio", "command",
             "commit"} <= set(r["licq"])
-    # --layer-a-bits on top of the allocation: g_s's inputs at 10 bit, weights unchanged
-    assert main(["ptq", "-m", ckpt, "-q", "3", "--bit-config", str(tmp_path / "dp.json"),
+    # --layer-a-bits on top of the allocation (read back from the results file, as FMPQ results
+    # are): g_s's inputs at 10 bit, weights unchanged
+    assert main(["ptq", "-m", ckpt, "-q", "3", "--bit-config", str(res),
                  "--layer-a-bits", "re:^g_s=10", "--calib-dir", str(crop_dir), "--calib-size",
                  "64", "--calib-crops", "2", "-d", str(image_dir), "--limit", "1", "-o",
                  str(tmp_path / "ptq-a10.json"), "--no-progress"]) == 0

@@ -180,6 +180,8 @@ class QuantConfig:
             raise ValueError("a bit config must be a JSON object")
         if d.get("version", CONFIG_VERSION) != CONFIG_VERSION:
             raise ValueError(f"unsupported bit-config version {d.get('version')!r}")
+        if "default" not in d and "layers" not in d:  # e.g. a results file passed by mistake
+            raise ValueError("not a bit config: it has neither 'default' nor 'layers'")
         default = d.get("default")
         layers = d.get("layers", {})
         if not isinstance(layers, dict):

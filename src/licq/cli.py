@@ -170,11 +170,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 # -- licq ptq ------------------------------------------------------------------------------------
-def _ptq_config(args: argparse.Namespace):  # noqa: ANN202
+def _ptq_config(args: argparse.Namespace, qualities: list[int | None]):  # noqa: ANN202
     from licq.api import LayerQConfig, QuantConfig
 
     if args.bit_config:
-        return [QuantConfig.from_json(p) for p in args.bit_config], "bit-config"
+        return _bit_configs_for(args.bit_config, qualities), "bit-config"
     if args.w_bits is None:
         raise ValueError("give --w-bits (with --a-bits or --weight-only) or --bit-config FILE")
     a_bits = None if args.weight_only else args.a_bits
@@ -200,8 +200,8 @@ def cmd_ptq(args: argparse.Namespace) -> int:
     from licq.ptq import post_training_quantize
 
     _set_threads(args.threads)
-    configs, setting = _ptq_config(args)
     arch, points, source = _rd_points(args)
+    configs, setting = _ptq_config(args, [p.quality for p in points])
     if len(configs) == 1:
         configs = configs * len(points)
     if len(configs) != len(points):
@@ -311,7 +311,7 @@ def cmd_qat(args: argparse.Namespace) -> int:
         configs = [QuantConfig.uniform(8, 8)]  # the static base of dynamic bit-widths
         setting = args.setting or "dq-" + "-".join(map(str, args.candidates or (4, 6, 8)))
     else:
-        configs, setting = _ptq_config(args)
+        configs, setting = _ptq_config(args, [p.quality for p in points])
         setting = args.setting or setting
     if len(configs) == 1:
         configs = configs * len(points)
@@ -443,7 +443,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         run = load_qat_result(point.model, args.qat_run)
         config, size, source = run.config, run.size, f"QAT run {args.qat_run}"
     else:
-        configs, setting = _ptq_config(args)
+        configs, setting = _ptq_config(args, [point.quality])
         if len(configs) != 1:
             raise ValueError("give one bit config")
         config = _apply_layer_a_bits(args, configs, [point])[0]
@@ -830,8 +830,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cmd_ptq(argparse.Namespace(
         **common, name="licq-default-ptq-w8a8", output=out / "default-ptq-w8a8.json",
         w_bits=8, a_bits=8, weight_only=False, bit_config=None, observer="minmax",
-        a_observer="mse", gdn_bits=None, calib_dir=None, calib_crops=32, calib_size=256,
-        calib_seed=0))
+        a_observer="mse", gdn_bits=None, layer_a_bits=None, calib_dir=None, calib_crops=32,
+        calib_size=256, calib_seed=0))
     fp32 = read_results(out / "default-fp32.json")
     ptq = read_results(out / "default-ptq-w8a8.json")
     plot_rd([fp32, ptq], out / "rd-default.png", title="embedded default, bundled images")

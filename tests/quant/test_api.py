@@ -65,7 +65,9 @@ def test_invalid_names_and_types_name_the_layer():
     with pytest.raises(ValueError, match="invalid regex"):
         QuantConfig(layers={"re:(": LayerQConfig()})
     with pytest.raises(ValueError, match="unsupported bit-config version"):
-        QuantConfig.from_dict({"version": 9})
+        QuantConfig.from_dict({"version": 9, "default": None})
+    with pytest.raises(ValueError, match="not a bit config"):  # e.g. a results file
+        QuantConfig.from_dict({"name": "x", "results": {}, "licq": {}})
     quantize_(model, QuantConfig.uniform(8, None))
     with pytest.raises(ValueError, match="already quantized"):
         quantize_(model, QuantConfig.uniform(8, None))
