@@ -397,7 +397,7 @@ def _plot_qat_budget(arch: str, anchor: dict,
         for s_, b, name in pts:
             if "-cosine" in name or "-decay" in name:
                 ax.plot(s_, b, "*" if "-cosine" in name else "s", color=color, ms=9,
-                        label=name.removeprefix(base + "-"))
+                        label=name)
         goal = QAT_GOALS.get(base)
         if goal is not None:
             ax.axhline(goal, color=color, ls="--", lw=0.8)
@@ -409,7 +409,7 @@ def _plot_qat_budget(arch: str, anchor: dict,
                 pass
     ax.set_xscale("log")
     steps = sorted({s_ for pts in series.values() for s_, _, _ in pts})
-    ax.set_xticks(steps, [f"{s_:.0f}" for s_ in steps])
+    ax.set_xticks(steps, [f"{s_:.0f}" for s_ in steps], rotation=30)
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     if all(b > 0 for pts in series.values() for _, b, _ in pts):
         ax.set_yscale("log")
