@@ -153,8 +153,7 @@ class QuantConfig:
         layers: dict[str, LayerQConfig | None] = {}
         for name, cfg in resolved.items():
             for key, bits in a_bits.items():
-                hit = re.search(key[3:], name) if key.startswith("re:") else key == name
-                if hit and cfg is not None and cfg.a_bits is not None:
+                if key_matches(key, name) and cfg is not None and cfg.a_bits is not None:
                     cfg = replace(cfg, a_bits=bits)
                     used.add(key)
                     break
@@ -206,6 +205,11 @@ class QuantConfig:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as e:
             raise ValueError(f"bit config is not valid JSON: {e}") from None
+
+
+def key_matches(key: str, name: str) -> bool:
+    """Whether a layer-map key (an exact name, or ``"re:<regex>"`` searched) names ``name``."""
+    return bool(re.search(key[3:], name)) if key.startswith("re:") else key == name
 
 
 def quantizable_layer_names(model: nn.Module) -> list[str]:

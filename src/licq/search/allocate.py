@@ -17,7 +17,6 @@ config's size is exactly what ``model_size`` reports.
 from __future__ import annotations
 
 import itertools
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch.nn as nn
 
-from licq.api import LayerQConfig, QuantConfig, quantizable_layer_names
+from licq.api import LayerQConfig, QuantConfig, key_matches, quantizable_layer_names
 from licq.errors import LicqError
 from licq.quant.size import activation_qparam_bits, layer_bits, model_size
 from licq.search.sensitivity import SensitivityResult
@@ -57,13 +56,9 @@ class Constraints:
     float_layers: tuple[str, ...] = ()
 
 
-def _match(key: str, name: str) -> bool:
-    return bool(re.search(key[3:], name)) if key.startswith("re:") else key == name
-
-
 def _lookup(mapping: dict, name: str, default=None):  # noqa: ANN001, ANN202
     for key, value in mapping.items():
-        if _match(key, name):
+        if key_matches(key, name):
             return value
     return default
 
@@ -117,7 +112,7 @@ class Problem:
         table = sens.table()
         self.fixed: dict[str, int | None] = {}
         for n in names:
-            if any(_match(k, n) for k in self.c.float_layers):
+            if any(key_matches(k, n) for k in self.c.float_layers):
                 self.fixed[n] = None
             elif (b := _lookup(self.c.fixed, n)) is not None:
                 self.fixed[n] = b
