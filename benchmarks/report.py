@@ -272,9 +272,8 @@ def _steps_in_name(setting: str) -> int:
 
 def _ptq_counterpart(arch: str, setting: str) -> Path | None:
     setting = _budget_base(setting)
-    if setting == "w8a8" or setting.startswith("w8a8-"):  # w8a8-a10-g_s: act_floor.sh's PTQ
-        f = RESULTS / f"ptq-{arch}-{setting}.json"
-    elif re.fullmatch(r"fmpq-\d+x-a\d+-g_s", setting):  # run_ptq.sh ONLY=fmpq-8x-a10-g_s
+    # w8a8-a10-g_s: act_floor.sh's PTQ; fmpq-8x-a10-g_s: run_ptq.sh ONLY=fmpq-8x-a10-g_s
+    if setting.split("-")[0] == "w8a8" or re.fullmatch(r"fmpq-\d+x-a\d+-g_s", setting):
         f = RESULTS / f"ptq-{arch}-{setting}.json"
     elif setting.startswith("fmpq-"):
         f = RESULTS / f"fmpq-{arch}-dp-{setting.removeprefix('fmpq-')}.json"

@@ -35,6 +35,8 @@ LICQ=${LICQ:-.venv/bin/licq}
 SHARED=${SHARED:-../shared}
 STEPS=${STEPS:-300}
 QUALITIES=${QUALITIES:-1 2 3 4}
+read -ra QS <<< "$QUALITIES"
+partial() { [[ ${#QS[@]} -lt 4 ]]; }  # a share of the qualities: train only
 ARCH=${ARCH:-bmshj2018-hyperprior}  # ARCH=mbt2018-mean: the committed benchmarks/models/ baselines
 # shellcheck source=benchmarks/baselines.sh
 source benchmarks/baselines.sh
@@ -46,24 +48,21 @@ run() {  # run NAME ARGS...   (PREFIX=dq to write dq-*.json)
   local out=benchmarks/results/${PREFIX:-qat}-$ARCH-$name.json
   if [[ -f $out ]]; then echo "skip $name (done)"; return; fi
   local lock=runs/qat/$ARCH-$name.lock  # lets two copies of this script share the work
-  local qs part=() ms=() q
-  read -ra qs <<< "$QUALITIES"
-  if [[ ${#qs[@]} -lt 4 ]]; then  # a share of the qualities: train only
-    part=(--no-eval) lock=runs/qat/$ARCH-$name-q${QUALITIES// /}.lock
-  fi
-  for q in "${qs[@]}"; do ms+=("${CKPTS[q - 1]}"); done
+  local part=() ms=() q
+  if partial; then part=(--no-eval) lock=runs/qat/$ARCH-$name-q$(printf %s "${QS[@]}").lock; fi
+  for q in "${QS[@]}"; do ms+=("${CKPTS[q - 1]}"); done
   if [[ -f $lock ]] && kill -0 "$(cat "$lock")" 2>/dev/null; then echo "skip $name (running)"; return; fi
   mkdir -p runs/qat && echo $$ > "$lock"
-  echo "$(date -Is) start $name (q ${qs[*]})"
-  "$LICQ" qat -a $ARCH -m "${ms[@]}" -q "${qs[@]}" --train-dir "$SHARED/data/train" \
+  echo "$(date -Is) start $name (q ${QS[*]})"
+  "$LICQ" qat -a $ARCH -m "${ms[@]}" -q "${QS[@]}" --train-dir "$SHARED/data/train" \
     -d "$SHARED/data/kodak" --threads 1 --no-progress --steps "$STEPS" \
     --run-dir "runs/qat/$ARCH-$name" --setting "$name" -o "$out" "${part[@]}" "$@"
   rm -f "$lock"
 }
 fmpq() { echo "benchmarks/results/fmpq-$ARCH-dp-$1.json"; }
 stop_if_partial() {  # with QUALITIES: no results file to read yet, so stop after training
-  [[ $QUALITIES != "1 2 3 4" ]] || return 0
-  echo "$(date -Is) trained q $QUALITIES; run again without QUALITIES to evaluate"; exit 0
+  partial || return 0
+  echo "$(date -Is) trained q ${QS[*]}; run again without QUALITIES to evaluate"; exit 0
 }
 mean_bits() {  # mean_bits SETTING: a dynamic run's mean bits, rounded (its static comparator's B)
   .venv/bin/python -c "import json,sys; print(round(json.load(open(sys.argv[1]))['licq']['mean_bits']))" \
