@@ -15,7 +15,7 @@ from pathlib import Path
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 from licq.defaults import manifest  # noqa: E402
-from licq.eval import bd_psnr, bd_rate, plot_rd, read_results  # noqa: E402
+from licq.eval import bd_overlap, bd_psnr, bd_rate, plot_rd, read_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -23,6 +23,8 @@ ANCHOR = "bmshj2018-hyperprior"
 
 
 def _replace_section(text: str, name: str, body: str) -> str:
+    if "‡" in body:
+        body = body.rstrip() + "\n\n" + OVERLAP_NOTE + "\n"
     pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
         raise SystemExit(f"README.md has no <!-- {name}:start/end --> markers")
@@ -121,11 +123,18 @@ def _sizes(r: dict) -> list[dict]:
     return [p["size"] for p in r["licq"]["points"]]
 
 
+MIN_OVERLAP = 0.75  # the bjontegaard package's threshold for "Insufficient curve overlap"
+OVERLAP_NOTE = (f"‡ The two curves share less than {MIN_OVERLAP:.0%} of their joint quality range "
+                "(`licq.eval.bd_overlap`; the bjontegaard package warns there): the BD-rate "
+                "averages over the shared range only.")
+
+
 def _bd(anchor: dict, r: dict, metric: str = "psnr-rgb") -> str:
     try:
-        return f"{bd_rate(anchor, r, metric):+.2f}"
+        value = bd_rate(anchor, r, metric)
     except Exception as e:  # noqa: BLE001 - a curve that cannot be compared is reported as such
         return f"n/a ({str(e).split(': ')[-1]})"
+    return f"{value:+.2f}" + ("‡" if bd_overlap(anchor, r, metric) < MIN_OVERLAP else "")
 
 
 def _delta(anchor: dict, r: dict) -> str:

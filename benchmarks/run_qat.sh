@@ -6,6 +6,7 @@
 #   bash benchmarks/run_qat.sh a10-gs      # W8A8 with g_s's activations at 10 bit
 #   bash benchmarks/run_qat.sh ablations [dpa dgm ...]  # one switch at a time against fmpq-6x
 #   bash benchmarks/run_qat.sh dq          # DynaQuant dynamic bits {4,6,8} and {6,8,10} (issue 7)
+#     (or some steps: dq 4-6-8 static:4-6-8)
 #   bash benchmarks/run_qat.sh dq-gamma    # {4,6,8} with γ = 0.05 instead of 0.01
 #     (STEPS=1200 bash benchmarks/run_qat.sh dq-gamma: both runs at 1200 steps, names -s1200;
 #      GAMMA=0.02 bash benchmarks/run_qat.sh dq-gamma: that γ, names -gamma0.02)
@@ -22,6 +23,7 @@
 #   A_GS=10 COSINE_LR=1e-4 STEPS=4800 bash benchmarks/run_qat.sh long 8x  # the same, with g_s's
 #     input activations at 10 bit (--layer-a-bits; the weights and size are the allocation's)
 #     -> qat-<arch>-fmpq-8x-a10-g_s-s4800-cosine1e-4.json
+#   CKPT_EVERY=N: a training checkpoint every N steps (default 100; the last step always saves one)
 #   QUALITIES="1 2" ...: train only those qualities (no evaluation, no results file), so two
 #     copies can share the four over two cores; then the same command without QUALITIES loads
 #     the finished qualities and evaluates all four
@@ -56,7 +58,8 @@ run() {  # run NAME ARGS...   (PREFIX=dq to write dq-*.json)
   echo "$(date -Is) start $name (q ${QS[*]})"
   "$LICQ" qat -a $ARCH -m "${ms[@]}" -q "${QS[@]}" --train-dir "$SHARED/data/train" \
     -d "$SHARED/data/kodak" --threads 1 --no-progress --steps "$STEPS" \
-    --run-dir "runs/qat/$ARCH-$name" --setting "$name" -o "$out" "${part[@]}" "$@"
+    --run-dir "runs/qat/$ARCH-$name" --setting "$name" -o "$out" \
+    --checkpoint-every "${CKPT_EVERY:-100}" "${part[@]}" "$@"
   rm -f "$lock"
 }
 fmpq() { echo "benchmarks/results/fmpq-$ARCH-dp-$1.json"; }
@@ -83,7 +86,8 @@ seed_from() {  # seed_from SRC DST: DST's runs start from SRC's final training c
   done
 }
 
-case ${1:-main} in
+mode=${1:-main}
+case $mode in
   main)
     run w8a8 --preset fmpq --w-bits 8 --a-bits 8
     run fmpq-6x --preset fmpq --bit-config "$(fmpq 6x)"
@@ -132,13 +136,25 @@ case ${1:-main} in
       esac
     done
     ;;
-  dq)
-    PREFIX=dq run 4-6-8 --preset dynaquant --candidates 4 6 8
-    PREFIX=dq run 6-8-10 --preset dynaquant --candidates 6 8 10
-    stop_if_partial
-    for c in 4-6-8 6-8-10; do
-      b=$(mean_bits $c)
-      PREFIX=dq run "static-w$b" --preset dynaquant-q --w-bits "$b" --a-bits "$b"
+  dq)  # all four steps in this order, or some: bash benchmarks/run_qat.sh dq 4-6-8 static:4-6-8
+    # (static:C trains the static comparator of C's measured mean bits, so C's results file
+    # must exist; with QUALITIES each step trains its share only)
+    shift
+    items=("$@")
+    [[ ${#items[@]} -gt 0 ]] || items=(4-6-8 6-8-10 static:4-6-8 static:6-8-10)
+    for it in "${items[@]}"; do
+      case $it in
+        4-6-8|6-8-10) PREFIX=dq run "$it" --preset dynaquant --candidates ${it//-/ } ;;
+        static:4-6-8|static:6-8-10)
+          c=${it#static:}
+          if [[ ! -f benchmarks/results/dq-$ARCH-$c.json ]]; then
+            stop_if_partial
+            echo "$it: dq-$ARCH-$c.json does not exist (run dq $c first)" >&2; exit 2
+          fi
+          b=$(mean_bits "$c")
+          PREFIX=dq run "static-w$b" --preset dynaquant-q --w-bits "$b" --a-bits "$b" ;;
+        *) echo "unknown dq step $it" >&2; exit 2 ;;
+      esac
     done
     ;;
   dq-gamma)  # a stronger bits penalty (γ of L_bits, GAMMA, default 0.05) than the preset's 0.01;
@@ -154,4 +170,4 @@ case ${1:-main} in
     ;;
   *) echo "usage: $0 main|a10-gs|long|decay|ablations|dq|dq-gamma" >&2; exit 2 ;;
 esac
-echo "$(date -Is) done ${1:-main}"
+echo "$(date -Is) done $mode"

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from licq.eval import bd_psnr, bd_rate
+from licq.eval import bd_overlap, bd_psnr, bd_rate
 from licq.eval.bdrate import BDRateError
 
 
@@ -44,3 +44,17 @@ def test_errors():
     far = _res([5, 6, 7, 8], [40, 41, 42, 43])
     with pytest.raises(BDRateError, match="do not overlap"):
         bd_rate(ANCHOR, far)
+
+
+def test_bd_overlap_is_the_shared_share_of_the_metric_range():
+    assert bd_overlap(ANCHOR, ANCHOR) == 1.0
+    # anchor PSNR 26 … 32, test 29 … 35: shared 29 … 32 (3 dB) of the union 26 … 35 (9 dB)
+    test = _res([0.3, 0.5, 0.9, 1.6], [29.0, 31.0, 33.0, 35.0])
+    assert bd_overlap(ANCHOR, test) == pytest.approx(3 / 9)
+    assert bd_overlap(test, ANCHOR) == pytest.approx(3 / 9)
+    assert bd_overlap(ANCHOR, _res([5, 6, 7, 8], [40, 41, 42, 43])) == 0.0
+    # the package warns exactly where licq reports less than its 75 % threshold
+    low = _res([0.1, 0.2, 0.4, 0.8], [27.0, 28.0, 29.0, 30.0])  # 27 … 30 of 26 … 32: 0.5
+    assert bd_overlap(ANCHOR, low) == pytest.approx(0.5)
+    with pytest.warns(UserWarning, match="Insufficient curve overlap"):
+        bd_rate(ANCHOR, low)

@@ -1,6 +1,6 @@
 """Real-bitstream evaluation, results JSON, BD-rate and RD plots."""
 
-from licq.eval.bdrate import bd_psnr, bd_rate
+from licq.eval.bdrate import bd_overlap, bd_psnr, bd_rate
 from licq.eval.codec import evaluate, evaluate_image, mean_metrics
 from licq.eval.plots import plot_bit_heatmap, plot_rd
 from licq.eval.rd import RDPoint, evaluate_rd, format_table, state_bytes
@@ -11,6 +11,7 @@ __all__ = [
     "evaluate_rd",
     "format_table",
     "state_bytes",
+    "bd_overlap",
     "bd_psnr",
     "bd_rate",
     "evaluate",

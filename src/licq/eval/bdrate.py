@@ -52,6 +52,20 @@ def bd_psnr(anchor: dict, test: dict, metric: str = "psnr-rgb", method: str = "a
     return _bd(bd.bd_psnr, anchor, test, metric, method)
 
 
+def bd_overlap(anchor: dict, test: dict, metric: str = "psnr-rgb") -> float:
+    """The share of the two curves' joint ``metric`` range that both curves cover: the interval
+    BD-rate averages over, as a fraction of the union of their ranges (0 … 1).
+
+    The ``bjontegaard`` package warns below 0.75 ("Insufficient curve overlap"): the BD-rate
+    then describes only the quality range the curves share, not the whole curve.
+    """
+    _, da = _curve(anchor, metric)
+    _, dt = _curve(test, metric)
+    both = min(da.max(), dt.max()) - max(da.min(), dt.min())
+    union = max(da.max(), dt.max()) - min(da.min(), dt.min())
+    return float(max(both, 0.0) / union) if union > 0 else 1.0
+
+
 def _bd(fn, anchor: dict, test: dict, metric: str, method: str) -> float:  # noqa: ANN001
     ra, da = _curve(anchor, metric)
     rt, dt = _curve(test, metric)
