@@ -262,16 +262,33 @@ def _budget_base(setting: str) -> str:
     return m.group(1) if m and m.group(1) in QAT_MAIN else setting
 
 
+def _control_prefix(arch: str) -> str:
+    return "finetune-fp32-control" + ("" if arch == ANCHOR else f"-{arch}")
+
+
 def _control_for(arch: str, setting: str) -> Path | None:
     """The FP32 fine-tuning control trained with the same loop, steps and lr schedule as the
-    row (``fp32_finetune_control.sh``): ``finetune-fp32-control.json`` for the 300-step rows,
-    ``finetune-fp32-control-s1200-cosine1e-4.json`` for ``…-s1200-cosine1e-4``; None if there is
-    none (controls exist for the anchor's baselines only)."""
-    if arch != ANCHOR:
-        return None
+    row (``fp32_finetune_control.sh``): ``finetune-fp32-control.json`` for the anchor's 300-step
+    rows, ``finetune-fp32-control-s1200-cosine1e-4.json`` for ``…-s1200-cosine1e-4``,
+    ``finetune-fp32-control-<arch>….json`` for another architecture; None if there is none."""
     m = re.search(rf"{_BUDGET_SUFFIX}$", setting)
-    f = RESULTS / f"finetune-fp32-control{m.group(0) if m else ''}.json"
+    f = RESULTS / f"{_control_prefix(arch)}{m.group(0) if m else ''}.json"
     return f if f.is_file() else None
+
+
+def _controls(arch: str) -> list[str]:
+    """The README lines naming each FP32 control of ``arch`` and its BD-rate."""
+    out = []
+    for control in sorted(RESULTS.glob(f"{_control_prefix(arch)}*.json")):
+        budget = control.stem.removeprefix(_control_prefix(arch))
+        if not re.fullmatch(r"(-s\d+\S*)?", budget):
+            continue  # another architecture's control
+        budget = budget.lstrip("-")
+        what = (f"the loop of the `{budget}` rows" if budget
+                else "the same loop, steps and learning rate as the 300-step rows")
+        out += [f"Control (`{control.name}`): {what} on the FP32 models, no "
+                f"quantization: BD-rate {_bd(_anchor(arch), read_results(control))} %.", ""]
+    return out
 
 
 def _steps_in_name(setting: str) -> int:
@@ -357,18 +374,13 @@ def qat_section() -> str:
         if abl_rows:
             out += ["Ablations (each differs from `fmpq-6x` in one switch; same steps and data):",
                     "", *head, *[r for _, r in abl_rows], ""]
-        if arch == ANCHOR:
-            for control in sorted(RESULTS.glob("finetune-fp32-control*.json")):
-                c = read_results(control)
-                budget = control.stem.removeprefix("finetune-fp32-control").lstrip("-")
-                what = (f"the loop of the `{budget}` rows" if budget
-                        else "the same loop, steps and learning rate as the 300-step rows")
-                out += [f"Control (`{control.name}`): {what} on the FP32 models, no "
-                        f"quantization: BD-rate {_bd(anchor, c)} %.", ""]
-            out += ["The baselines are not converged, so the fine-tuning loop alone moves their "
-                    "curve; the column “QAT vs its FP32 control” is the row's BD-rate against the "
-                    "control trained with the same loop, steps and lr schedule (— where none was "
-                    "trained): the loss due to quantization, without the recipe's own gain. The "
+        controls = _controls(arch)
+        if controls:
+            out += [*controls, "The baselines are not converged, so the fine-tuning loop alone "
+                    "moves their curve; the column “QAT vs its FP32 control” is the row's BD-rate "
+                    "against the control trained with the same loop, steps and lr schedule (— "
+                    "where none was trained): the loss due to quantization, without the recipe's "
+                    "own gain. The "
                     "goal column is read against the baselines, as the issue states it.", ""]
         out += [f"Code: the commit that trained the row; “pre-fix” rows were trained before "
                 f"{LATENT_FIX} (latent quantizers rounded the noisy training latents again, "
@@ -492,12 +504,15 @@ def dq_section() -> str:
                 f"| {name} | {_bd(anchor, r)} | {vs_control} | static | — | "
                 f"{_mean([x['weight_ratio'] for x in _sizes(r)]):.2f}x (stored) | — | — | "
                 f"{_mean(lq['steps']):.0f} | — | — |")
+        pub = DQ_PUBLISHED.get(arch)
+        pub_txt = (f"; published for {DQ_PUBLISHED_NAME[arch]}: {pub[1]} % BD-rate at {pub[0]}×"
+                   if pub else "")
         out += ["", "`static-wB`: `--preset dynaquant-q` (DPA + DGM) at uniform B-bit weights and "
                 "activations, with h_a, h_s and each side's first layer at 8 bits — the comparator "
                 "at a dynamic run's rounded mean bits. Dynamic rows count the selector MLPs' "
                 "weights in the bits read at their stored precision; static rows give the stored "
                 "weight ratio. `32 / mean bits` is the ratio DynaQuant reports (mean over the "
-                "dynamic layers only; published for Ballé's hyperprior: 7.63 % BD-rate at 4.55×); "
+                f"dynamic layers only{pub_txt}); "
                 "the bits-read ratio also counts the fixed 8-bit layers and the selectors. "
                 "`bits chosen`: how often each candidate was chosen over all images, qualities "
                 "and dynamic layers; `layers varying with the image`: per quality (q1–q4), how "
@@ -509,12 +524,15 @@ def dq_section() -> str:
         if plot:
             out += ["", f"BD-rate against `32 / mean bits`, with the published DynaQuant point: "
                     f"`benchmarks/results/{plot.name}`."]
+        if not list(RESULTS.glob(f"qat-{arch}-*.json")):  # else the QAT section lists them
+            out += ["", *_controls(arch)]
         out.append("")
     return "\n".join(out) if out else "No dynamic-bit-width results yet."
 
 
 #: DynaQuant's published (32 / mean bits, BD-rate %) per architecture (arXiv 2511.07903)
 DQ_PUBLISHED = {"bmshj2018-hyperprior": (4.55, 7.63), "cheng2020-anchor": (5.17, 7.15)}
+DQ_PUBLISHED_NAME = {"bmshj2018-hyperprior": "Ballé's hyperprior", "cheng2020-anchor": "Cheng2020"}
 
 
 def _plot_dq_tradeoff(arch: str, points: list[tuple[float, float, str, bool]]) -> Path | None:
