@@ -33,3 +33,30 @@ def test_macs_bitops_and_weight_bits_by_hand():
     assert meter.bitops == conv * 32 * 32 + up * 4 * 6
     assert meter.weight_bits == 4 * 3 * 9 * 32 + 4 * 2 * 16 * 4
     assert meter.per_layer["up"]["w_bits"] == 4 and meter.per_layer["up"]["a_bits"] == 6
+
+
+def test_autoregressive_context_conv_is_counted_per_latent_position():
+    # licq's coding loops apply the quantized context conv per latent position as a functional
+    # conv (no hook sees it); the meter must still count each call with its full masked kernel.
+    from tests.conftest import tiny_model
+
+    m = tiny_model("cheng2020-anchor")
+    quantize_(m, QuantConfig.uniform(6, 8))
+    for mod in m.modules():
+        if "input_quant" in mod._modules:
+            mod.input_quant.calibrated.fill_(True)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad(), CostMeter(m) as enc:
+        out = m.compress(x)
+    cp = m.context_prediction
+    positions = out["shape"][0] * out["shape"][1] * 4 * 4  # z grid × 4 × 4 latent positions
+    c_out, c_in, kh, kw = cp.weight.shape
+    assert enc.per_layer["context_prediction"]["macs"] == positions * c_out * c_in * kh * kw
+    assert enc.per_layer["context_prediction"]["w_bits"] == 6
+    with torch.no_grad(), CostMeter(m) as dec:
+        m.decompress(out["strings"], out["shape"])
+    assert dec.per_layer["context_prediction"]["macs"] == positions * c_out * c_in * kh * kw
+    # the meter detaches: a call after the block counts nothing
+    with torch.no_grad():
+        m.compress(x)
+    assert enc.per_layer["context_prediction"]["macs"] == positions * c_out * c_in * kh * kw

@@ -50,13 +50,19 @@ def _tables(gc: nn.Module) -> tuple[list, list, list]:
 def _raster(self, y_hat, params, height, width, kernel_size, decoding):  # noqa: ANN001, ANN202
     """Yield ``(h, w, crop, means, indexes)`` in raster order. The consumer writes position
     (h, w) of ``y_hat`` before asking for the next one: the next context reads it."""
+    from licq.eval.cost import active_meter
+
     ctx, entropy_parameters = _context_fns(self, decoding)
     gc = self.gaussian_conditional
+    meter = active_meter(self)  # the context conv is functional here: no hook sees it
     for h in range(height):
         for w in range(width):
             y_crop = y_hat[:, :, h:h + kernel_size, w:w + kernel_size]
             p = params[:, :, h:h + 1, w:w + 1]
-            gaussian_params = entropy_parameters(torch.cat((p, ctx(y_crop)), dim=1))
+            c = ctx(y_crop)
+            if meter is not None:
+                meter.record("context_prediction", self.context_prediction, y_crop, c)
+            gaussian_params = entropy_parameters(torch.cat((p, c), dim=1))
             scales_hat, means_hat = gaussian_params.chunk(2, 1)  # (1, M, 1, 1) each
             yield h, w, y_crop, means_hat, gc.build_indexes(scales_hat)
 

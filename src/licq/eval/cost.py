@@ -10,6 +10,12 @@ elements × C_out/groups × k_h × k_w; masked convolutions count their full ker
 it reads (elements × weight bits) and its BitOps (MACs × weight bits × input bits). Quantized layers
 count the bits of the quantizers in use at that call (for a dynamic layer: the candidate chosen for
 that image); float layers count 32 × 32.
+
+Autoregressive models (mbt2018, cheng2020) apply their context convolution once per latent
+position in ``compress`` / ``decompress`` as a functional convolution on a crop, which no hook
+sees: licq's coding loops (:mod:`licq.codec.ar`, installed on every quantized model) report each
+of those calls to the meter (:meth:`CostMeter.record`, full masked kernel, 1 × 1 output).
+CompressAI's own loops, which an unquantized model runs, are not metered there.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch.nn as nn
 from torch import Tensor
 
 FLOAT_BITS = 32
+METER_ATTR = "_licq_cost_meter"
 
 
 def layer_macs(layer: nn.Module, x: Tensor, y: Tensor) -> int:
@@ -57,23 +64,34 @@ class CostMeter:
         for name, mod in self.model.named_modules():
             if isinstance(mod, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
                 self.handles.append(mod.register_forward_hook(self._hook(name)))
+        self.model.__dict__[METER_ATTR] = self  # for the calls hooks do not see (see record)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for h in self.handles:
             h.remove()
         self.handles = []
+        self.model.__dict__.pop(METER_ATTR, None)
+
+    def record(self, name: str, layer: nn.Module, x: Tensor, y: Tensor) -> None:
+        """Count one call of ``layer`` made outside its ``forward`` (input ``x``, output ``y``)."""
+        macs = layer_macs(layer, x, y)
+        wb, ab = _bits(layer)
+        self.macs += macs
+        self.bitops += macs * wb * ab
+        self.weight_bits += layer.weight.numel() * wb
+        self.weight_elements += layer.weight.numel()
+        entry = self.per_layer[name]
+        entry["macs"] += macs
+        entry["w_bits"] = wb
+        entry["a_bits"] = ab
 
     def _hook(self, name: str):  # noqa: ANN202
         def hook(mod: nn.Module, inputs: tuple, output: Tensor) -> None:
-            macs = layer_macs(mod, inputs[0], output)
-            wb, ab = _bits(mod)
-            self.macs += macs
-            self.bitops += macs * wb * ab
-            self.weight_bits += mod.weight.numel() * wb
-            self.weight_elements += mod.weight.numel()
-            entry = self.per_layer[name]
-            entry["macs"] += macs
-            entry["w_bits"] = wb
-            entry["a_bits"] = ab
+            self.record(name, mod, inputs[0], output)
         return hook
+
+
+def active_meter(model: nn.Module) -> CostMeter | None:
+    """The :class:`CostMeter` counting ``model``'s calls now, if any."""
+    return model.__dict__.get(METER_ATTR)
