@@ -15,7 +15,14 @@ from pathlib import Path
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 from licq.defaults import manifest  # noqa: E402
-from licq.eval import bd_overlap, bd_psnr, bd_rate, plot_rd, read_results  # noqa: E402
+from licq.eval import (  # noqa: E402
+    bd_overlap,
+    bd_psnr,
+    bd_rate,
+    plot_bit_heatmap,
+    plot_rd,
+    read_results,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -485,6 +492,8 @@ def dq_section() -> str:
             r = read_results(f)
             lq = r["licq"]
             dyn = "mean_bits" in lq
+            if dyn:  # the per-image choices, redrawn from the file with the current plot code
+                plot_bit_heatmap(r, f.with_suffix(".bits.png"), title=r["name"])
             name = f.stem.removeprefix(f"dq-{arch}-")
             m = re.match(r"static-w(\d+)", name)
             if dyn or m:  # the plot's x: 32 / mean bits, or 32 / B of a static-wB comparator

@@ -46,30 +46,38 @@ def plot_rd(
 
 def plot_bit_heatmap(results: dict[str, Any], path: str | os.PathLike, title: str = "") -> Path:
     """Per-image, per-layer chosen bit-widths of a dynamic-bit-width run (DynaQuant's figure 6):
-    one panel per quality point, images down, the dynamic layers of g_a then g_s across."""
+    one panel per quality point, images down, the dynamic layers of g_a then g_s across, one
+    colour per candidate bit-width."""
     import numpy as np
+    from matplotlib.colors import BoundaryNorm, ListedColormap
 
     points = results["licq"]["points"]
-    fig, axes = plt.subplots(1, len(points), figsize=(3.2 * len(points) + 1, 6), squeeze=False)
-    image = None
     all_bits = sorted({b for p in points for r in p["per_image"]
                        for b in r["bits_g_a"] + r["bits_g_s"]})
+    first = points[0]["per_image"][0]
+    n_a, n_layers = len(first["bits_g_a"]), len(first["bits_g_a"]) + len(first["bits_g_s"])
+    panel_w = max(3.2, 0.14 * n_layers + 0.8)  # wide enough for one readable tick per layer
+    fig, axes = plt.subplots(1, len(points), figsize=(panel_w * len(points) + 1.5, 6),
+                             squeeze=False, sharey=True, layout="constrained")
+    cmap = ListedColormap(plt.get_cmap("viridis")(np.linspace(0, 1, len(all_bits))))
+    mids = [(a + b) / 2 for a, b in zip(all_bits[:-1], all_bits[1:], strict=True)]
+    edges = [all_bits[0] - 1, *mids, all_bits[-1] + 1]
+    norm = BoundaryNorm(edges, cmap.N)
+    image = None
+    labels = [f"a{i + 1}" for i in range(n_a)] + [f"s{i + 1}" for i in range(n_layers - n_a)]
     for ax, p in zip(axes[0], points, strict=True):
         rows = p["per_image"]
         grid = np.array([r["bits_g_a"] + r["bits_g_s"] for r in rows], dtype=float)
-        n_a = len(rows[0]["bits_g_a"])
-        image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=min(all_bits),
-                          vmax=max(all_bits), interpolation="nearest")
-        ax.axvline(n_a - 0.5, color="white", lw=2)
+        image = ax.imshow(grid, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
+        ax.axvline(n_a - 0.5, color="red", lw=1.5)
         ax.set_xticks(range(grid.shape[1]))
-        ax.set_xticklabels([f"a{i + 1}" for i in range(n_a)]
-                           + [f"s{i + 1}" for i in range(grid.shape[1] - n_a)], fontsize=7)
+        ax.set_xticklabels(labels, fontsize=6, rotation=90 if n_layers > 16 else 0)
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels([r["name"].rsplit(".", 1)[0] for r in rows], fontsize=6)
         ax.set_title(f"q{p.get('quality')}: mean {grid.mean():.2f} bit", fontsize=9)
-        ax.set_xlabel("dynamic layer (g_a | g_s)")
+        ax.set_xlabel("dynamic layer (g_a | g_s)", fontsize=8)
     if image is not None:
-        cbar = fig.colorbar(image, ax=axes[0].tolist(), ticks=all_bits)
+        cbar = fig.colorbar(image, ax=axes[0].tolist(), ticks=all_bits, shrink=0.6)
         cbar.set_label("bits")
     if title:
         fig.suptitle(title)
