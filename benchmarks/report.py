@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
+# the tables mark those BD-rates (‡, bd_overlap) instead of the package warning on every call
+warnings.filterwarnings("ignore", message="Insufficient curve overlap")
 
 from licq.defaults import manifest  # noqa: E402
 from licq.eval import (  # noqa: E402
