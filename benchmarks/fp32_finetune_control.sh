@@ -16,6 +16,7 @@ LICQ=${LICQ:-.venv/bin/licq}
 SHARED=${SHARED:-../shared}
 STEPS=${STEPS:-300}
 QUALITIES=${QUALITIES:-1 2 3 4}
+read -ra QS <<< "$QUALITIES"  # fewer than four: a share, trained only (run_qat.sh's rule)
 ARCH=${ARCH:-bmshj2018-hyperprior}
 # shellcheck source=benchmarks/baselines.sh
 source benchmarks/baselines.sh
@@ -42,7 +43,7 @@ for q in $QUALITIES; do
     --checkpoint-every 100 --init "${CKPTS[q - 1]}" "${resume[@]}"
   ckpts+=("$out/model.pth.tar")
 done
-[[ $QUALITIES == "1 2 3 4" ]] || { echo "trained q $QUALITIES; run again without QUALITIES"; exit 0; }
+[[ ${#QS[@]} -ge 4 ]] || { echo "trained q $QUALITIES; run again without QUALITIES"; exit 0; }
 # shellcheck disable=SC2086
 "$LICQ" eval -a "$ARCH" -q $QUALITIES -m "${ckpts[@]}" -d "$SHARED/data/kodak" \
   --threads 1 --no-progress --name "$name" \
