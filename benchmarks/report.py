@@ -207,6 +207,15 @@ def _act_floor_rows(arch: str, anchor: dict) -> list[str]:
     return [*rows, ""]
 
 
+def _sens_crops(arch: str) -> str:
+    """The training-crop counts the sensitivities of ``arch`` were measured on (one per file)."""
+    import json
+
+    n = sorted({json.loads(f.read_text())["settings"]["num_crops"]
+                for f in RESULTS.glob(f"sensitivity-{arch}-q*.json")})
+    return "/".join(map(str, n)) or "?"
+
+
 def fmpq_section() -> str:
     import json
 
@@ -238,12 +247,18 @@ def fmpq_section() -> str:
                            f"{_mean([x['ratio'] for x in sz]):.3f} | {_bd(anchor, r)} | {pred:+.4f} | "
                            f"{meas:+.4f} | {meas - pred:+.4f} |")
         c = json.loads(cost_file.read_text())
+        missing = [m for m in ("uniform", "adaptive", "dp")
+                   if not list(RESULTS.glob(f"fmpq-{arch}-{m}-*x.json"))]
+        if missing:
+            out += ["", f"Not evaluated on Kodak for {arch}: {', '.join(missing)} (`run_fmpq.py "
+                    "--methods`; their allocations are searched and their ζ measured, see the "
+                    "plots)."]
         out += ["", "† the adaptive β search could not land within ±0.01 of the target for at least "
                 "one quality (the threshold rule reaches only a staircase of sizes); the closest "
                 "allocation found is evaluated.", "",
                 f"Search cost (`{cost_file.name}`, mean over qualities and targets): sensitivity "
                 f"{c['sensitivity_seconds']:.0f} s per model ({c['sensitivity_threads']} thread, "
-                f"7 bit-widths × all layers); adaptive {c['adaptive']['iterations']:.1f} iterations, "
+                f"7 bit-widths × all layers, {_sens_crops(arch)} training crops); adaptive {c['adaptive']['iterations']:.1f} iterations, "
                 f"{1000 * c['adaptive']['seconds']:.1f} ms; exhaustive "
                 f"{c['exhaustive']['evaluations']:.0f} threshold allocations, "
                 f"{1000 * c['exhaustive']['seconds']:.1f} ms; DP {1000 * c['dp']['seconds']:.1f} ms; "

@@ -2,6 +2,13 @@
 weight ratios, real-bitstream Kodak evaluation, search cost, additivity check, plots.
 
     python benchmarks/run_fmpq.py [--arch bmshj2018-hyperprior] [--ratios 4 6 8] [--cost-only]
+                                  [--methods uniform adaptive dp]
+
+--methods limits the Kodak evaluation to those allocation methods (every allocation is still
+searched, its ζ measured on training crops and drawn); `--methods dp` writes only the allocations
+that `run_qat.sh main` trains from, a third of the Kodak runs (for cheng2020-anchor on a 2-core
+CPU, each one is ~20 min). Resumable: cached sensitivities are reused and a results file
+already written is not evaluated again (delete it to re-run).
 
 Writes benchmarks/results/fmpq-<arch>-<method>-<R>x.json (CompressAI format, one entry per
 quality), search-cost-<arch>.json, sensitivity-<arch>-q<q>.json and the plots
@@ -79,6 +86,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--kodak-limit", type=int, help="smoke runs only: first N Kodak images")
+    ap.add_argument("--methods", nargs="+", choices=["uniform", "adaptive", "dp"],
+                    default=["uniform", "adaptive", "dp"],
+                    help="allocation methods to evaluate on Kodak (all are searched)")
     ap.add_argument("--cost-only", action="store_true",
                     help="only re-measure the search cost (cached sensitivities; no Kodak runs)")
     args = ap.parse_args()
@@ -161,6 +171,11 @@ def main() -> None:
 
     # real-bitstream Kodak evaluation of every allocation
     for (method, target), per_q in ({} if args.cost_only else allocations).items():
+        tag = f"{target:g}x"
+        out = RESULTS / f"fmpq-{arch}-{method}-{tag}.json"
+        if method not in args.methods or out.is_file():  # a finished evaluation is kept
+            print(f"skip {out.name}", flush=True)
+            continue
         points = []
         for q, f in per_q.items():
             model = load_model(arch, checkpoint=ckpts[q])
@@ -173,7 +188,6 @@ def main() -> None:
                 **({"adaptive_reached_target": f["reached"]} if "reached" in f else {}),
                 **({"uniform_bits": f["uniform_bits"]} if "uniform_bits" in f else {}),
             }))
-        tag = f"{target:g}x"
         name = f"{arch}-fmpq-{method}-{tag}"
         res = evaluate_rd(points, kodak, name=name, arch=arch, progress=False,
                           description=f"PTQ W{method}/A8 at weight ratio {tag}, Kodak-24, real "
@@ -185,8 +199,8 @@ def main() -> None:
                                      [p.info["size"]["quantized_layers_ratio"] for p in points])),
                                  "ratio_basis": "weights", "a_bits": 8,
                                  "command": prov["command"], "commit": prov["commit"]})
-        write_results(res, RESULTS / f"fmpq-{arch}-{method}-{tag}.json")
-        print(f"wrote fmpq-{arch}-{method}-{tag}.json", flush=True)
+        write_results(res, out)
+        print(f"wrote {out.name}", flush=True)
 
     cost_out = {
         "adaptive": {"iterations": float(np.mean([c["iterations"] for c in cost["adaptive"]])),
