@@ -3,6 +3,7 @@
 # (e.g. ARCH=mbt2018-mean bash benchmarks/run_qat.sh main, after `run_fmpq.py --arch mbt2018-mean`
 # wrote its allocations) runs the same settings on that committed baseline.
 #   bash benchmarks/run_qat.sh main        # W8A8 and the FMPQ DP allocations at 4x / 6x / 8x
+#     (or some, in the order given: main w8a8 6x)
 #   bash benchmarks/run_qat.sh a10-gs      # W8A8 with g_s's activations at 10 bit
 #   bash benchmarks/run_qat.sh ablations [dpa dgm ...]  # one switch at a time against fmpq-6x
 #   bash benchmarks/run_qat.sh dq          # DynaQuant dynamic bits {4,6,8} and {6,8,10} (issue 7)
@@ -88,11 +89,20 @@ seed_from() {  # seed_from SRC DST: DST's runs start from SRC's final training c
 
 mode=${1:-main}
 case $mode in
-  main)
-    run w8a8 --preset fmpq --w-bits 8 --a-bits 8
-    run fmpq-6x --preset fmpq --bit-config "$(fmpq 6x)"
-    run fmpq-4x --preset fmpq --bit-config "$(fmpq 4x)"
-    run fmpq-8x --preset fmpq --bit-config "$(fmpq 8x)"
+  main)  # all four in this order, or some: bash benchmarks/run_qat.sh main w8a8 6x
+    shift $(($# > 0))  # (main is also the default mode, given with no argument)
+    items=("$@")
+    [[ ${#items[@]} -gt 0 ]] || items=(w8a8 6x 4x 8x)
+    for it in "${items[@]}"; do
+      case $it in
+        w8a8) run w8a8 --preset fmpq --w-bits 8 --a-bits 8 ;;
+        4x|6x|8x)
+          [[ -f $(fmpq "$it") ]] || {
+            echo "$(fmpq "$it"): no allocation (run_fmpq.py --arch $ARCH)" >&2; exit 2; }
+          run "fmpq-$it" --preset fmpq --bit-config "$(fmpq "$it")" ;;
+        *) echo "unknown main step $it" >&2; exit 2 ;;
+      esac
+    done
     ;;
   a10-gs)  # W8A8 with g_s's input activations at 10 bit (benchmarks/configs/w8a8-a10-g_s.json: a
     # committed copy of the config act_floor.sh A_BITS=10 GROUPS_=g_s writes under runs/), the fix
