@@ -233,7 +233,8 @@ def plots(arch, sens, allocations, ratios) -> None:  # noqa: ANN001
     fig.savefig(RESULTS / f"fmpq-{arch}-sensitivity.png", dpi=120)
     plt.close(fig)
 
-    fig, axes = plt.subplots(len(ratios), 1, figsize=(9, 2.4 * len(ratios)), squeeze=False)
+    width = max(9.0, 0.18 * len(s.layers))  # cheng2020-anchor: 56 layer names on the axis
+    fig, axes = plt.subplots(len(ratios), 1, figsize=(width, 2.4 * len(ratios)), squeeze=False)
     for ax, r in zip(axes[:, 0], ratios, strict=True):
         for k, m in enumerate(("adaptive", "dp")):
             bits = allocations[(m, r)][3]["config"].layers
