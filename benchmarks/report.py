@@ -258,7 +258,8 @@ def fmpq_section() -> str:
                 "allocation found is evaluated.", "",
                 f"Search cost (`{cost_file.name}`, mean over qualities and targets): sensitivity "
                 f"{c['sensitivity_seconds']:.0f} s per model ({c['sensitivity_threads']} thread, "
-                f"7 bit-widths × all layers, {_sens_crops(arch)} training crops); adaptive {c['adaptive']['iterations']:.1f} iterations, "
+                f"7 bit-widths × all layers, {_sens_crops(arch)} training crops); adaptive "
+                f"{c['adaptive']['iterations']:.1f} iterations, "
                 f"{1000 * c['adaptive']['seconds']:.1f} ms; exhaustive "
                 f"{c['exhaustive']['evaluations']:.0f} threshold allocations, "
                 f"{1000 * c['exhaustive']['seconds']:.1f} ms; DP {1000 * c['dp']['seconds']:.1f} ms; "

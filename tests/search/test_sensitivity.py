@@ -1,16 +1,25 @@
 import pytest
+import torch
 
 import licq.search.sensitivity as S
 from licq.search import SensitivityResult, SensitivitySettings, compute_sensitivity
 from tests.conftest import tiny_model
 
 
-@pytest.mark.parametrize("arch", ["bmshj2018-hyperprior", "mbt2018-mean"])
+@pytest.mark.parametrize("arch", ["bmshj2018-hyperprior", "mbt2018-mean", "mbt2018",
+                                  "cheng2020-anchor"])
 def test_staged_reuse_equals_full_forward(arch, crop_dir, monkeypatch):
     model = tiny_model(arch)
+    # a freshly initialised g_a's latents all round to 0, where no layer after it matters: scale
+    # its last layer up so ŷ is alive and every stage's trials change the RD loss
+    with torch.no_grad():
+        model.g_a[-1].weight.mul_(30.0)
     settings = SensitivitySettings(bits=(2, 8), calib_dir=str(crop_dir), num_crops=2,
                                    patch_size=64, batch_size=2)
     staged = compute_sensitivity(model, settings, progress=False)
+    moved = {n.split(".")[0] for n in staged.layers if abs(staged.zeta[n]["2"]) > 1e-4}
+    assert moved >= {"g_a", "g_s"}, moved  # (the rate stages barely move a tiny model's RD
+    # loss, which its distortion dominates: the next test compares their outputs directly)
     assert staged.path == "staged"
     monkeypatch.setattr(S, "_staged", lambda m: False)
     full = compute_sensitivity(model, settings, progress=False)
@@ -19,6 +28,64 @@ def test_staged_reuse_equals_full_forward(arch, crop_dir, monkeypatch):
     for n in full.layers:
         for b in ("2", "8"):
             assert staged.zeta[n][b] == pytest.approx(full.zeta[n][b], rel=1e-4, abs=1e-7), (n, b)
+
+
+def _alive(model, x, std=3.0):
+    """Scale the last layers of g_a and h_a so y and z on ``x`` have standard deviation ``std``,
+    and raise the predicted scales: a freshly initialised model's latents all round to 0 (then no
+    layer after g_a matters) and its scales sit at the lower bound (where the likelihoods of y
+    saturate and the hyperprior does not matter)."""
+    for stage in (model.g_a, model.h_a):
+        seen: list = []
+        hook = stage[-1].register_forward_hook(lambda m, i, o, seen=seen: seen.append(o))
+        with torch.no_grad():
+            model(x)
+            hook.remove()
+            stage[-1].weight.mul_(std / seen[0].std())
+    params = getattr(model, "entropy_parameters", model.h_s)  # its output's first half: scales
+    last = [m for m in params if getattr(m, "bias", None) is not None][-1]
+    with torch.no_grad():
+        last.bias[: last.bias.numel() // 2].add_(1.0)
+
+
+@pytest.mark.parametrize("arch", ["bmshj2018-hyperprior", "mbt2018-mean", "mbt2018",
+                                  "cheng2020-anchor"])
+def test_staged_outputs_equal_full_forward_for_every_layer(arch):
+    """Each layer swapped for a changed copy: the staged rerun gives the full forward's x̂ and
+    likelihoods, and the change shows in them (so a stage that skipped work would be caught)."""
+    import copy
+
+    from licq.api import quantizable_layer_names
+
+    torch.manual_seed(1)
+    model = tiny_model(arch)
+    x = torch.rand(2, 3, 64, 64)
+    _alive(model, x)
+    assert S._staged(model)
+
+    def outputs(out):
+        return [out["x_hat"], out["likelihoods"]["y"], out["likelihoods"]["z"]]
+
+    with torch.no_grad():
+        stages = S._stages_for(model, x)
+        ref = outputs(model(x))
+        for n in quantizable_layer_names(model):
+            parent_name, _, child = n.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            original = getattr(parent, child)
+            changed = copy.deepcopy(original)
+            for prm in changed.parameters():  # noise, not a scale: a ReLU may zero a scale
+                prm.add_(torch.randn_like(prm) * prm.abs().mean().clamp_min(0.05))
+            setattr(parent, child, changed)
+            try:
+                got = outputs(stages.output_with(*S._stage_of(n)))
+                full = outputs(model(x))
+            finally:
+                setattr(parent, child, original)
+            for g, f in zip(got, full, strict=True):
+                assert torch.allclose(g, f, rtol=1e-4, atol=1e-6), n
+            assert any(not torch.allclose(f, r, rtol=1e-4, atol=1e-6)
+                       for f, r in zip(full, ref, strict=True)), f"{n}: the change shows nowhere"
 
 
 def test_sensitivity_on_real_codec_and_json_round_trip(tmp_path, crop_dir):

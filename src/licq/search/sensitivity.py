@@ -6,9 +6,12 @@ likelihoods, as in training) is measured on seeded training crops, never on the 
 (FMPQ, arXiv 2506.01221, sec. 3).
 
 Work is reused: the float forward pass is computed once per calibration batch and cached stage by
-stage; for the hyperprior family (``bmshj2018-hyperprior``, ``mbt2018-mean``) a layer's trial reruns
-only its own stage and what depends on it (a g_s layer reruns g_s from that layer on; its rate is
-unchanged). Other architectures rerun the whole forward pass with the one layer swapped.
+stage; for the hyperprior family (``bmshj2018-hyperprior``, ``mbt2018-mean``) and the joint
+autoregressive one (``mbt2018``, ``cheng2020-anchor``, ``cheng2020-attn``) a layer's trial reruns only
+its own stage, from that layer's top-level block on, and what depends on it (a g_s layer reruns g_s
+from its block on and keeps the rate; an h_a, h_s, context or entropy-parameter layer reruns the
+rate only, since the eval-mode ŷ = round(y) of the autoregressive models does not depend on them).
+Other architectures rerun the whole forward pass with the one layer swapped.
 """
 
 from __future__ import annotations
@@ -25,7 +28,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from compressai.models import MeanScaleHyperprior, ScaleHyperprior
+from compressai.models import (
+    JointAutoregressiveHierarchicalPriors,
+    MeanScaleHyperprior,
+    ScaleHyperprior,
+)
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -170,8 +177,95 @@ class _HyperpriorStages:
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
 
 
+class _JointARStages:
+    """Cached float forward of the joint autoregressive models in eval mode
+    (``JointAutoregressiveHierarchicalPriors.forward``: mbt2018, cheng2020-anchor/attn).
+
+    Eval mode quantizes ŷ = round(y) without the predicted means, so ŷ, the context features
+    and x̂ depend on g_a alone; h_a, h_s, the context model and the entropy-parameter network
+    change only the rate of y (and h_a that of z)."""
+
+    def __init__(self, model: nn.Module, x: Tensor) -> None:
+        self.m = model
+        self.rec: dict[str, list[Tensor]] = {g: [] for g in ("g_a", "h_a", "h_s", "g_s",
+                                                             "entropy_parameters")}
+        self.y = _run_seq(model.g_a, x, record=self.rec["g_a"])
+        self.z_lik, self.params = self._hyper(self.y, record=True)
+        self.y_hat = model.gaussian_conditional.quantize(self.y, "dequantize")
+        self.ctx = model.context_prediction(self.y_hat)
+        self.y_lik = self._rate(self.params, self.ctx, record=True)
+        self.x_hat = _run_seq(model.g_s, self.y_hat, record=self.rec["g_s"])
+
+    def _hyper(self, y: Tensor, start: Tensor | None = None, idx: int = 0,
+               record: bool = False) -> tuple[Tensor, Tensor]:
+        m = self.m
+        z = _run_seq(m.h_a, y if start is None else start, idx,
+                     record=self.rec["h_a"] if record else None)
+        z_hat, z_lik = m.entropy_bottleneck(z)
+        return z_lik, _run_seq(m.h_s, z_hat, record=self.rec["h_s"] if record else None)
+
+    def _rate(self, params: Tensor, ctx: Tensor, start: Tensor | None = None, idx: int = 0,
+              record: bool = False) -> Tensor:
+        m = self.m
+        inp = torch.cat((params, ctx), dim=1) if start is None else start
+        gp = _run_seq(m.entropy_parameters, inp, idx,
+                      record=self.rec["entropy_parameters"] if record else None)
+        scales, means = gp.chunk(2, 1)
+        return m.gaussian_conditional(self.y, scales, means=means)[1]
+
+    def output_with(self, group: str, idx: int | None) -> dict:
+        """Model output when a layer in block ``group[idx]`` (already swapped in) changes;
+        ``idx`` is None for the context model (one layer)."""
+        m, rec = self.m, self.rec
+        z_lik, x_hat = self.z_lik, self.x_hat
+        if group == "g_a":
+            return self._from_g_a(idx)
+        if group == "g_s":
+            x_hat = _run_seq(m.g_s, rec["g_s"][idx], idx)
+            y_lik = self.y_lik
+        elif group == "h_a":
+            z_lik, params = self._hyper(self.y, rec["h_a"][idx], idx)
+            y_lik = self._rate(params, self.ctx)
+        elif group == "h_s":
+            y_lik = self._rate(_run_seq(m.h_s, rec["h_s"][idx], idx), self.ctx)
+        elif group == "context_prediction":
+            y_lik = self._rate(self.params, m.context_prediction(self.y_hat))
+        elif group == "entropy_parameters":
+            y_lik = self._rate(self.params, self.ctx, rec["entropy_parameters"][idx], idx)
+        else:
+            raise ValueError(f"no stage {group!r} in {type(m).__name__}")
+        return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
+
+    def _from_g_a(self, idx: int) -> dict:
+        m = self.m
+        y = _run_seq(m.g_a, self.rec["g_a"][idx], idx)
+        z = m.h_a(y)
+        z_hat, z_lik = m.entropy_bottleneck(z)
+        y_hat = m.gaussian_conditional.quantize(y, "dequantize")
+        gp = m.entropy_parameters(torch.cat((m.h_s(z_hat), m.context_prediction(y_hat)), dim=1))
+        scales, means = gp.chunk(2, 1)
+        y_lik = m.gaussian_conditional(y, scales, means=means)[1]
+        return {"x_hat": m.g_s(y_hat), "likelihoods": {"y": y_lik, "z": z_lik}}
+
+
+def _stages_for(model: nn.Module, x: Tensor) -> _HyperpriorStages | _JointARStages:
+    if type(model) in (ScaleHyperprior, MeanScaleHyperprior):
+        return _HyperpriorStages(model, x)
+    return _JointARStages(model, x)
+
+
 def _staged(model: nn.Module) -> bool:
-    return type(model) in (ScaleHyperprior, MeanScaleHyperprior)
+    if type(model) in (ScaleHyperprior, MeanScaleHyperprior):
+        return True
+    # the joint autoregressive family, as long as it keeps that class's forward pass
+    return (isinstance(model, JointAutoregressiveHierarchicalPriors)
+            and type(model).forward is JointAutoregressiveHierarchicalPriors.forward)
+
+
+def _stage_of(name: str) -> tuple[str, int | None]:
+    """``g_a.0.conv1`` -> (``g_a``, 0): the top-level stage and block a layer reruns from."""
+    parts = name.split(".")
+    return parts[0], int(parts[1]) if len(parts) > 1 else None
 
 
 # -- main entry ----------------------------------------------------------------------------------
@@ -243,7 +337,7 @@ def compute_sensitivity(
     for x in mine:
         w = x.shape[0]
         if staged:
-            stages = _HyperpriorStages(model, x)
+            stages = _stages_for(model, x)
             ref = {"x_hat": stages.x_hat, "likelihoods": {"y": stages.y_lik, "z": stages.z_lik}}
         else:
             ref = model(x)
@@ -255,8 +349,7 @@ def compute_sensitivity(
             setattr(parent, child, qmod)
             try:
                 if staged:
-                    group, idx = parent_name, int(child)
-                    out = stages.output_with(group, idx)
+                    out = stages.output_with(*_stage_of(n))
                 else:
                     out = model(x)
             finally:
