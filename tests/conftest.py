@@ -29,11 +29,39 @@ def _seed_and_threads():
 
 
 def tiny_model(name: str) -> torch.nn.Module:
+    """A small randomly initialised model of ``name`` whose latents are alive (see ``_alive``)."""
     a = get_adapter(name)
     torch.manual_seed(0)
     m = a.build(*a.tiny_args).eval()
+    _alive(m)
     m.update(force=True)
     return m
+
+
+def _alive(model: torch.nn.Module, std: float = 3.0) -> None:
+    """Scale the last layers of g_a and h_a so that y and z of a natural image have standard
+    deviation ``std``, and raise the predicted scales. A freshly initialised model's latents all
+    round to 0, where nothing after g_a matters and every bitstream is trivial, and its scales
+    sit at the lower bound, where the likelihoods of y saturate; tests would pass whatever the
+    synthesis, hyperprior or context model computed."""
+    img = read_image_uint8(sample_images()[0]).float()[None, :, 100:164, 200:264] / 255
+    for stage in ("g_a", "h_a"):
+        seq = getattr(model, stage, None)
+        if not isinstance(seq, torch.nn.Sequential):
+            continue
+        seen: list = []
+        hook = seq[-1].register_forward_hook(lambda m, i, o, seen=seen: seen.append(o))
+        with torch.no_grad():
+            model.eval()(img)
+        hook.remove()
+        if seen and hasattr(seq[-1], "weight"):
+            with torch.no_grad():
+                seq[-1].weight.mul_(std / seen[0].std().clamp_min(1e-6))
+    params = getattr(model, "entropy_parameters", getattr(model, "h_s", None))
+    with_bias = [m for m in (params or []) if getattr(m, "bias", None) is not None]
+    if with_bias:  # the first half of its output: scales (all of it for ScaleHyperprior)
+        with torch.no_grad():
+            with_bias[-1].bias[: with_bias[-1].bias.numel() // 2].add_(1.0)
 
 
 @pytest.fixture(scope="session")
