@@ -59,7 +59,7 @@ def _alive(model: torch.nn.Module, std: float = 3.0) -> None:
                 seq[-1].weight.mul_(std / seen[0].std().clamp_min(1e-6))
     params = getattr(model, "entropy_parameters", getattr(model, "h_s", None))
     with_bias = [m for m in (params or []) if getattr(m, "bias", None) is not None]
-    if with_bias:  # the first half of its output: scales (all of it for ScaleHyperprior)
+    if with_bias:  # its output's first half are scales (for ScaleHyperprior all of it is)
         with torch.no_grad():
             with_bias[-1].bias[: with_bias[-1].bias.numel() // 2].add_(1.0)
 
