@@ -193,59 +193,52 @@ class _JointARStages:
         self.z_lik, self.params = self._hyper(self.y, record=True)
         self.y_hat = model.gaussian_conditional.quantize(self.y, "dequantize")
         self.ctx = model.context_prediction(self.y_hat)
-        self.y_lik = self._rate(self.params, self.ctx, record=True)
+        self.y_lik = self._rate(torch.cat((self.params, self.ctx), 1), record=True)
         self.x_hat = _run_seq(model.g_s, self.y_hat, record=self.rec["g_s"])
 
-    def _hyper(self, y: Tensor, start: Tensor | None = None, idx: int = 0,
-               record: bool = False) -> tuple[Tensor, Tensor]:
+    def _hyper(self, inp: Tensor, idx: int = 0, record: bool = False) -> tuple[Tensor, Tensor]:
+        """z's likelihoods and h_s's output, running h_a from block ``idx`` (input ``inp``)."""
         m = self.m
-        z = _run_seq(m.h_a, y if start is None else start, idx,
-                     record=self.rec["h_a"] if record else None)
+        z = _run_seq(m.h_a, inp, idx, record=self.rec["h_a"] if record else None)
         z_hat, z_lik = m.entropy_bottleneck(z)
         return z_lik, _run_seq(m.h_s, z_hat, record=self.rec["h_s"] if record else None)
 
-    def _rate(self, params: Tensor, ctx: Tensor, start: Tensor | None = None, idx: int = 0,
+    def _rate(self, inp: Tensor, idx: int = 0, y: Tensor | None = None,
               record: bool = False) -> Tensor:
+        """y's likelihoods, running the entropy-parameter network from block ``idx``."""
         m = self.m
-        inp = torch.cat((params, ctx), dim=1) if start is None else start
         gp = _run_seq(m.entropy_parameters, inp, idx,
                       record=self.rec["entropy_parameters"] if record else None)
         scales, means = gp.chunk(2, 1)
-        return m.gaussian_conditional(self.y, scales, means=means)[1]
+        return m.gaussian_conditional(self.y if y is None else y, scales, means=means)[1]
 
     def output_with(self, group: str, idx: int | None) -> dict:
         """Model output when a layer in block ``group[idx]`` (already swapped in) changes;
         ``idx`` is None for the context model (one layer)."""
         m, rec = self.m, self.rec
         z_lik, x_hat = self.z_lik, self.x_hat
-        if group == "g_a":
-            return self._from_g_a(idx)
-        if group == "g_s":
+        if group == "g_a":  # everything after the block changes
+            y = _run_seq(m.g_a, rec["g_a"][idx], idx)
+            z_lik, params = self._hyper(y)
+            y_hat = m.gaussian_conditional.quantize(y, "dequantize")
+            y_lik = self._rate(torch.cat((params, m.context_prediction(y_hat)), 1), y=y)
+            x_hat = m.g_s(y_hat)
+        elif group == "g_s":
             x_hat = _run_seq(m.g_s, rec["g_s"][idx], idx)
             y_lik = self.y_lik
         elif group == "h_a":
-            z_lik, params = self._hyper(self.y, rec["h_a"][idx], idx)
-            y_lik = self._rate(params, self.ctx)
+            z_lik, params = self._hyper(rec["h_a"][idx], idx)
+            y_lik = self._rate(torch.cat((params, self.ctx), 1))
         elif group == "h_s":
-            y_lik = self._rate(_run_seq(m.h_s, rec["h_s"][idx], idx), self.ctx)
+            params = _run_seq(m.h_s, rec["h_s"][idx], idx)
+            y_lik = self._rate(torch.cat((params, self.ctx), 1))
         elif group == "context_prediction":
-            y_lik = self._rate(self.params, m.context_prediction(self.y_hat))
+            y_lik = self._rate(torch.cat((self.params, m.context_prediction(self.y_hat)), 1))
         elif group == "entropy_parameters":
-            y_lik = self._rate(self.params, self.ctx, rec["entropy_parameters"][idx], idx)
+            y_lik = self._rate(rec["entropy_parameters"][idx], idx)
         else:
             raise ValueError(f"no stage {group!r} in {type(m).__name__}")
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
-
-    def _from_g_a(self, idx: int) -> dict:
-        m = self.m
-        y = _run_seq(m.g_a, self.rec["g_a"][idx], idx)
-        z = m.h_a(y)
-        z_hat, z_lik = m.entropy_bottleneck(z)
-        y_hat = m.gaussian_conditional.quantize(y, "dequantize")
-        gp = m.entropy_parameters(torch.cat((m.h_s(z_hat), m.context_prediction(y_hat)), dim=1))
-        scales, means = gp.chunk(2, 1)
-        y_lik = m.gaussian_conditional(y, scales, means=means)[1]
-        return {"x_hat": m.g_s(y_hat), "likelihoods": {"y": y_lik, "z": z_lik}}
 
 
 def _stages_for(model: nn.Module, x: Tensor) -> _HyperpriorStages | _JointARStages:
