@@ -183,11 +183,15 @@ def _ptq_config(args: argparse.Namespace, qualities: list[int | None]):  # noqa:
     return [QuantConfig(default=layer, gdn_bits=args.gdn_bits)], setting
 
 
-def _apply_layer_a_bits(args: argparse.Namespace, configs: list, points: list) -> list:
-    """``--layer-a-bits``: each model's config with those layers' activation bits replaced."""
+def _layer_a_bits(args: argparse.Namespace) -> dict[str, int]:
+    return _name_bits(args.layer_a_bits, "--layer-a-bits")
+
+
+def _apply_layer_a_bits(over: dict[str, int], configs: list, points: list) -> list:
+    """``--layer-a-bits`` (parsed): each model's config with those layers' activation bits
+    replaced."""
     from licq.api import quantizable_layer_names
 
-    over = _name_bits(args.layer_a_bits, "--layer-a-bits")
     if not over:
         return configs
     return [c.with_a_bits(over, quantizable_layer_names(p.model))
@@ -206,10 +210,10 @@ def cmd_ptq(args: argparse.Namespace) -> int:
         configs = configs * len(points)
     if len(configs) != len(points):
         raise ValueError(f"{len(configs)} bit configs for {len(points)} models: give one or one each")
-    if args.layer_a_bits:
-        configs = _apply_layer_a_bits(args, configs, points)
-        setting += "-a" + "-a".join(f"{b}({k})" for k, b in
-                                    _name_bits(args.layer_a_bits, "--layer-a-bits").items())
+    over = _layer_a_bits(args)
+    if over:
+        configs = _apply_layer_a_bits(over, configs, points)
+        setting += "-a" + "-a".join(f"{b}({k})" for k, b in over.items())
     calib = args.calib_dir or default_calibration_dir()
     sizes, seconds = [], []
     for p, cfg in zip(points, configs, strict=True):
@@ -317,7 +321,7 @@ def cmd_qat(args: argparse.Namespace) -> int:
         configs = configs * len(points)
     if len(configs) != len(points):
         raise ValueError(f"{len(configs)} bit configs for {len(points)} models: give one or one each")
-    configs = _apply_layer_a_bits(args, configs, points)
+    configs = _apply_layer_a_bits(_layer_a_bits(args), configs, points)
     settings = _qat_settings(args)
     device = args.device
     if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -446,7 +450,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         configs, setting = _ptq_config(args, [point.quality])
         if len(configs) != 1:
             raise ValueError("give one bit config")
-        config = _apply_layer_a_bits(args, configs, [point])[0]
+        config = _apply_layer_a_bits(_layer_a_bits(args), configs, [point])[0]
         r = post_training_quantize(point.model, config, args.calib_dir or _default_calib(),
                                    num_crops=args.calib_crops, patch_size=args.calib_size,
                                    seed=args.calib_seed, progress=not args.no_progress)
@@ -669,7 +673,7 @@ def _constraints(args: argparse.Namespace):  # noqa: ANN202
 
     return Constraints(fixed=_name_bits(args.fix, "--fix"), min_bits=args.min_bits,
                        max_bits=args.max_bits,
-                       a_bits=_name_bits(args.layer_a_bits, "--layer-a-bits"),
+                       a_bits=_layer_a_bits(args),
                        float_layers=tuple(args.keep_float or ()))
 
 
