@@ -174,7 +174,9 @@ case $mode in
     sfx=$([[ $STEPS == 300 ]] || echo "-s$STEPS")$CSFX
     PREFIX=dq run "4-6-8-gamma$g$sfx" --preset dynaquant --candidates 4 6 8 --bits-weight "$g" \
       "${SCHED[@]}"
-    stop_if_partial
+    # with QUALITIES: once the dynamic run is evaluated, the same command trains the static
+    # comparator's share
+    [[ -f benchmarks/results/dq-$ARCH-4-6-8-gamma$g$sfx.json ]] || stop_if_partial
     b=$(mean_bits "4-6-8-gamma$g$sfx")
     PREFIX=dq run "static-w$b$sfx" --preset dynaquant-q --w-bits "$b" --a-bits "$b" "${SCHED[@]}"
     ;;
