@@ -9,6 +9,7 @@
 #   bash benchmarks/run_qat.sh dq          # DynaQuant dynamic bits {4,6,8} and {6,8,10} (issue 7)
 #     (or some steps: dq 4-6-8 static:4-6-8)
 #   bash benchmarks/run_qat.sh dq-gamma    # {4,6,8} with γ = 0.05 instead of 0.01
+#     (dq-gamma dynamic / dq-gamma static: one of its two steps)
 #     (STEPS=1200 bash benchmarks/run_qat.sh dq-gamma: both runs at 1200 steps, names -s1200;
 #      GAMMA=0.02 bash benchmarks/run_qat.sh dq-gamma: that γ, names -gamma0.02)
 #     -> benchmarks/results/dq-<arch>-<candidates>.json, then the static DPA+DGM configuration
@@ -170,13 +171,18 @@ case $mode in
   dq-gamma)  # a stronger bits penalty (γ of L_bits, GAMMA, default 0.05) than the preset's 0.01;
     # STEPS=1200: -s1200 names; COSINE_LR=1e-4: both runs with a cosine lr schedule from 1e-4
     # (-cosine1e-4 names)
+    # (dq-gamma dynamic: the dynamic run only; dq-gamma static: the comparator only)
     g=${GAMMA:-0.05}
     sfx=$([[ $STEPS == 300 ]] || echo "-s$STEPS")$CSFX
-    PREFIX=dq run "4-6-8-gamma$g$sfx" --preset dynaquant --candidates 4 6 8 --bits-weight "$g" \
-      "${SCHED[@]}"
+    [[ ${2:-} == static ]] || PREFIX=dq run "4-6-8-gamma$g$sfx" --preset dynaquant \
+      --candidates 4 6 8 --bits-weight "$g" "${SCHED[@]}"
+    [[ ${2:-} != dynamic ]] || exit 0
     # with QUALITIES: once the dynamic run is evaluated, the same command trains the static
     # comparator's share
-    [[ -f benchmarks/results/dq-$ARCH-4-6-8-gamma$g$sfx.json ]] || stop_if_partial
+    if [[ ! -f benchmarks/results/dq-$ARCH-4-6-8-gamma$g$sfx.json ]]; then
+      stop_if_partial
+      echo "dq-$ARCH-4-6-8-gamma$g$sfx.json does not exist (run dq-gamma dynamic first)" >&2; exit 2
+    fi
     b=$(mean_bits "4-6-8-gamma$g$sfx")
     PREFIX=dq run "static-w$b$sfx" --preset dynaquant-q --w-bits "$b" --a-bits "$b" "${SCHED[@]}"
     ;;
