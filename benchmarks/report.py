@@ -383,16 +383,21 @@ def qat_section() -> str:
             row = (f"| {setting} | {_spec(r)} | {_bd(anchor, r)} | {ptq_bd} | {goal_txt} | "
                    f"{vs_control} | {_mean([x['weight_ratio'] for x in sz]):.3f} | "
                    f"{_mean(r['licq']['steps']):.0f} | {_mean(r['licq']['train_seconds']):.0f} | "
-                   f"{_code_label(r['licq']['commit'])} |")
+                   f"{_train_code(r)} |")
             (main_rows if base in QAT_MAIN else abl_rows).append((setting, row))
         main_rows.sort(key=lambda t: (QAT_MAIN.index(_budget_base(t[0])), _steps_in_name(t[0]),
                                       t[0]))
         plotted = _plot_qat_budget(arch, anchor, series)
-        out += [f"**{arch}** (anchor `baselines-{arch}.json`; PTQ column: the same bits without "
-                "training, from `ptq-*-w8a8*.json` / `fmpq-*-dp-*.json`; `w8a8-a10-g_s`: W8A8 "
-                "with g_s's input activations at 10 bit, `run_qat.sh a10-gs`; `fmpq-8x-a10-g_s-…`: "
-                "the 8× allocation's weights with g_s's input activations at 10 bit, "
-                "`A_GS=10 run_qat.sh long 8x`)", "", *head,
+        names = [n for n, _ in main_rows]
+        what = ["PTQ column: the same bits without training, from `ptq-*-w8a8*.json` / "
+                "`fmpq-*-dp-*.json`"]
+        if "w8a8-a10-g_s" in names:
+            what.append("`w8a8-a10-g_s`: W8A8 with g_s's input activations at 10 bit, "
+                        "`run_qat.sh a10-gs`")
+        if any(n.startswith("fmpq-8x-a10-g_s") for n in names):
+            what.append("`fmpq-8x-a10-g_s-…`: the 8× allocation's weights with g_s's input "
+                        "activations at 10 bit, `A_GS=10 run_qat.sh long 8x`")
+        out += [f"**{arch}** (anchor `baselines-{arch}.json`; {'; '.join(what)})", "", *head,
                 *[r for _, r in main_rows], ""]
         if plotted:
             out += [f"BD-rate against training steps: `benchmarks/results/{plotted.name}`.", ""]
@@ -407,17 +412,19 @@ def qat_section() -> str:
                     "where none was trained): the loss due to quantization, without the recipe's "
                     "own gain. The "
                     "goal column is read against the baselines, as the issue states it.", ""]
-        out += [f"Code: the commit that trained the row; “pre-fix” rows were trained before "
-                f"{LATENT_FIX} (latent quantizers rounded the noisy training latents again, "
-                "see above): compare them only with each other.", ""]
-        out += ["Training: `benchmarks/run_qat.sh` (batch 8, 128 px crops of ../shared/data/train, "
-                "weight lr as in the row (constant unless it says cosine), scale lr 1e-4 (scaled "
-                "alike), 1 CPU thread, calibration on 32 training crops); evaluation: Kodak-24, "
-                "real bitstreams. The budget is what one CPU session allows (300 steps per model; "
-                "`-sN` rows: N steps per model, `run_qat.sh long`; `-decayM`: the constant-lr run "
-                "of M steps continued with a cosine decay to N, `run_qat.sh decay`); see the "
-                "control for what the loop alone does.", ""]
-    return "\n".join(out) if out else "No QAT results yet."
+    if not out:
+        return "No QAT results yet."
+    out += [f"Code (every table): the commit that trained the row; “pre-fix” rows were trained "
+            f"before {LATENT_FIX} (latent quantizers rounded the noisy training latents again, "
+            "see above): compare them only with each other.", ""]
+    out += ["Training (every table): `benchmarks/run_qat.sh` (batch 8, 128 px crops of "
+            "../shared/data/train, weight lr as in the row (constant unless it says cosine), scale "
+            "lr 1e-4 (scaled alike), 1 CPU thread, calibration on 32 training crops); evaluation: "
+            "Kodak-24, real bitstreams. The budget is what one CPU session allows (300 steps per "
+            "model; `-sN` rows: N steps per model, `run_qat.sh long`; `-decayM`: the constant-lr "
+            "run of M steps continued with a cosine decay to N, `run_qat.sh decay`); see the "
+            "controls for what the loop alone does.", ""]
+    return "\n".join(out)
 
 
 def _plot_qat_budget(arch: str, anchor: dict,
@@ -480,6 +487,16 @@ def _save_bd_plot(fig, ax, xlabel: str, title: str, name: str) -> Path:  # noqa:
 
 #: the commit that stopped QAT from rounding the noisy training latents twice
 LATENT_FIX = "e60620d"
+
+
+def _train_code(r: dict) -> str:
+    """The code column: the commits that trained the qualities (points record them since session
+    12; a quality trained by an earlier ``--no-eval`` command keeps its own), else the commit of
+    the command that wrote the file."""
+    commits = [(pt.get("train_provenance") or {}).get("commit") for pt in r["licq"]["points"]]
+    if not commits or not all(commits):
+        return _code_label(r["licq"]["commit"])
+    return ", ".join(_code_label(c) for c in dict.fromkeys(commits))
 
 
 def _code_label(commit: str) -> str:

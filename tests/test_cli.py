@@ -159,18 +159,25 @@ def test_export_then_eval_packed_equals_ptq(tmp_path, crop_dir, image_dir, capsy
     assert a["results"]["psnr-rgb"] == b["results"]["psnr-rgb"]
 
 
-def test_qat_command_smoke(tmp_path, crop_dir, image_dir, capsys):
+def test_qat_command_smoke(tmp_path, crop_dir, image_dir, capsys, monkeypatch):
     args = ["qat", "-q", "3", "--w-bits", "6", "--preset", "dynaquant-q", "--train-dir",
             str(crop_dir), "--run-dir", str(tmp_path / "run"), "--steps", "2", "--patch-size",
             "64", "--batch-size", "2", "--calib-crops", "2", "--calib-size", "64", "-d",
             str(image_dir), "--limit", "1", "-o", str(tmp_path / "qat.json"), "--no-progress"]
+    monkeypatch.setattr(sys, "argv", ["licq", *args, "--no-eval"])  # what provenance records
+    assert main([*args, "--no-eval"]) == 0  # train only (a share of the qualities)
+    assert not (tmp_path / "qat.json").exists()
+    monkeypatch.setattr(sys, "argv", ["licq", *args])
+    # a second run reloads the finished quality instead of training again, and evaluates it
     assert main(args) == 0
+    assert "finished run" in capsys.readouterr().err
     r = read_results(tmp_path / "qat.json")
     assert r["licq"]["steps"] == [2] and r["licq"]["preset"] == "dynaquant-q"
     assert r["licq"]["qat"]["spec"]["params"] == "dpa"
-    # a second run reloads the finished quality instead of training again
-    assert main(args) == 0
-    assert "finished run" in capsys.readouterr().err
+    # the point names the command that trained it, not only the one that evaluated it
+    trained = r["licq"]["points"][0]["train_provenance"]
+    assert "--no-eval" in trained["command"] and "--no-eval" not in r["licq"]["command"]
+    assert trained["commit"] and trained["date"] <= r["licq"]["provenance"]["date"]
 
 
 def test_qat_dynaquant_command_reports_bits(tmp_path, crop_dir, image_dir):

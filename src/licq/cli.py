@@ -370,7 +370,9 @@ def cmd_qat(args: argparse.Namespace) -> int:
                     log_file.close()
         p.info.update({"bit_config": run.config.to_dict(), "size": run.size.as_dict(),
                        "qat_steps": run.steps, "qat_seconds": run.train_seconds,
-                       "calibration_seconds": run.calibration_seconds, "run_dir": str(out)})
+                       "calibration_seconds": run.calibration_seconds, "run_dir": str(out),
+                       # a run trained by an earlier command (--no-eval shares) keeps its own
+                       "train_provenance": run.provenance})
         runs.append(run)
         _log(f"q{p.quality}: QAT {run.steps} steps, {run.train_seconds:.0f}s; weight ratio "
              f"{run.size.weight_ratio:.3f}x, model ratio {run.size.ratio:.3f}x")

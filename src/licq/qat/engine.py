@@ -138,6 +138,8 @@ class QATRun:
     calibration_seconds: float
     last: dict[str, float]
     out_dir: Path
+    #: the command, commit, date and machine that trained it (``meta["provenance"]``), if given
+    provenance: dict | None = None
 
 
 FINAL = "model.pth.tar"
@@ -222,7 +224,7 @@ def qat_quantize(
                    "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (out_dir / SUMMARY).write_text(json.dumps(summary, indent=1, default=str) + "\n")
     return QATRun(model, config, size, state.step, state.elapsed, calib_seconds, state.last,
-                  out_dir)
+                  out_dir, meta.get("provenance"))
 
 
 def load_qat_result(model: nn.Module, out_dir: str | os.PathLike) -> QATRun:
@@ -245,7 +247,8 @@ def load_qat_result(model: nn.Module, out_dir: str | os.PathLike) -> QATRun:
     load_quantized_state(model, state)
     model.eval()
     return QATRun(model, config, size, summary["steps"], summary["train_seconds"],
-                  summary["calibration_seconds"], summary["last"], out_dir)
+                  summary["calibration_seconds"], summary["last"], out_dir,
+                  summary.get("provenance"))
 
 
 def load_quantized_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
