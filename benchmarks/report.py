@@ -404,16 +404,15 @@ def qat_section() -> str:
         if abl_rows:
             out += ["Ablations (each differs from `fmpq-6x` in one switch; same steps and data):",
                     "", *head, *[r for _, r in abl_rows], ""]
-        controls = _controls(arch)
-        if controls:
-            out += [*controls, "The baselines are not converged, so the fine-tuning loop alone "
-                    "moves their curve; the column “QAT vs its FP32 control” is the row's BD-rate "
-                    "against the control trained with the same loop, steps and lr schedule (— "
-                    "where none was trained): the loss due to quantization, without the recipe's "
-                    "own gain. The "
-                    "goal column is read against the baselines, as the issue states it.", ""]
+        out += _controls(arch)
     if not out:
         return "No QAT results yet."
+    if any(line.startswith("Control (") for line in out):
+        out += ["The baselines are not converged, so the fine-tuning loop alone moves their "
+                "curve; the column “QAT vs its FP32 control” is the row's BD-rate against the "
+                "control trained with the same loop, steps and lr schedule (— where none was "
+                "trained): the loss due to quantization, without the recipe's own gain. The goal "
+                "column is read against the baselines, as the issue states it.", ""]
     out += [f"Code (every table): the commit that trained the row; “pre-fix” rows were trained "
             f"before {LATENT_FIX} (latent quantizers rounded the noisy training latents again, "
             "see above): compare them only with each other.", ""]

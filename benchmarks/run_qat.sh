@@ -69,6 +69,11 @@ stop_if_partial() {  # with QUALITIES: no results file to read yet, so stop afte
   partial || return 0
   echo "$(date -Is) trained q ${QS[*]}; run again without QUALITIES to evaluate"; exit 0
 }
+need_dq() {  # need_dq NAME HOW: a dynamic run's results file, before its static comparator
+  [[ ! -f benchmarks/results/dq-$ARCH-$1.json ]] || return 0
+  stop_if_partial  # a share: nothing to evaluate yet
+  echo "dq-$ARCH-$1.json does not exist (run $2 first)" >&2; exit 2
+}
 mean_bits() {  # mean_bits SETTING: a dynamic run's mean bits, rounded (its static comparator's B)
   .venv/bin/python -c "import json,sys; print(round(json.load(open(sys.argv[1]))['licq']['mean_bits']))" \
     "benchmarks/results/dq-$ARCH-$1.json"
@@ -158,10 +163,7 @@ case $mode in
         4-6-8|6-8-10) PREFIX=dq run "$it" --preset dynaquant --candidates ${it//-/ } ;;
         static:4-6-8|static:6-8-10)
           c=${it#static:}
-          if [[ ! -f benchmarks/results/dq-$ARCH-$c.json ]]; then
-            stop_if_partial
-            echo "$it: dq-$ARCH-$c.json does not exist (run dq $c first)" >&2; exit 2
-          fi
+          need_dq "$c" "dq $c"
           b=$(mean_bits "$c")
           PREFIX=dq run "static-w$b" --preset dynaquant-q --w-bits "$b" --a-bits "$b" ;;
         *) echo "unknown dq step $it" >&2; exit 2 ;;
@@ -172,6 +174,7 @@ case $mode in
     # STEPS=1200: -s1200 names; COSINE_LR=1e-4: both runs with a cosine lr schedule from 1e-4
     # (-cosine1e-4 names)
     # (dq-gamma dynamic: the dynamic run only; dq-gamma static: the comparator only)
+    case ${2:-} in ''|dynamic|static) ;; *) echo "unknown dq-gamma step $2" >&2; exit 2 ;; esac
     g=${GAMMA:-0.05}
     sfx=$([[ $STEPS == 300 ]] || echo "-s$STEPS")$CSFX
     [[ ${2:-} == static ]] || PREFIX=dq run "4-6-8-gamma$g$sfx" --preset dynaquant \
@@ -179,10 +182,7 @@ case $mode in
     [[ ${2:-} != dynamic ]] || exit 0
     # with QUALITIES: once the dynamic run is evaluated, the same command trains the static
     # comparator's share
-    if [[ ! -f benchmarks/results/dq-$ARCH-4-6-8-gamma$g$sfx.json ]]; then
-      stop_if_partial
-      echo "dq-$ARCH-4-6-8-gamma$g$sfx.json does not exist (run dq-gamma dynamic first)" >&2; exit 2
-    fi
+    need_dq "4-6-8-gamma$g$sfx" "dq-gamma dynamic"
     b=$(mean_bits "4-6-8-gamma$g$sfx")
     PREFIX=dq run "static-w$b$sfx" --preset dynaquant-q --w-bits "$b" --a-bits "$b" "${SCHED[@]}"
     ;;
