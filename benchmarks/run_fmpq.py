@@ -2,13 +2,18 @@
 weight ratios, real-bitstream Kodak evaluation, search cost, additivity check, plots.
 
     python benchmarks/run_fmpq.py [--arch bmshj2018-hyperprior] [--ratios 4 6 8] [--cost-only]
-                                  [--methods uniform adaptive dp]
+                                  [--methods uniform adaptive dp dp-monotone]
+                                  [--eval-ratios 4]
 
 --methods limits the Kodak evaluation to those allocation methods (every allocation is still
 searched, its ζ measured on training crops and drawn); `--methods dp` writes only the allocations
 that `run_qat.sh main` trains from, a third of the Kodak runs (for cheng2020-anchor on a 2-core
 CPU, each one is ~20 min). Resumable: cached sensitivities are reused and a results file
-already written is not evaluated again (delete it to re-run).
+already written is not evaluated again (delete it to re-run). --eval-ratios limits the Kodak
+evaluation to those targets while the search cost and plots still cover every --ratios target.
+dp-monotone is the DP on ζ made non-negative and non-increasing in the bits
+(licq.search.allocate); its "predicted" Σζ is reported on the raw ζ, like the other methods, so
+the additivity gap compares the same quantity.
 
 Writes benchmarks/results/fmpq-<arch>-<method>-<R>x.json (CompressAI format, one entry per
 quality), search-cost-<arch>.json, sensitivity-<arch>-q<q>.json and the plots
@@ -53,6 +58,8 @@ from licq.search import (  # noqa: E402
 )
 from licq.search.measure import measured_zeta  # noqa: E402
 
+METHODS = ("uniform", "adaptive", "dp", "dp-monotone")  # allocation methods, in table order
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"  # --out changes it (smoke runs)
 
@@ -86,9 +93,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--kodak-limit", type=int, help="smoke runs only: first N Kodak images")
-    ap.add_argument("--methods", nargs="+", choices=["uniform", "adaptive", "dp"],
-                    default=["uniform", "adaptive", "dp"],
+    ap.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
                     help="allocation methods to evaluate on Kodak (all are searched)")
+    ap.add_argument("--eval-ratios", type=float, nargs="+",
+                    help="targets to evaluate on Kodak (default: every --ratios target)")
     ap.add_argument("--cost-only", action="store_true",
                     help="only re-measure the search cost (cached sensitivities; no Kodak runs)")
     args = ap.parse_args()
@@ -101,7 +109,8 @@ def main() -> None:
     ckpts = checkpoints(arch, args.shared)
     prov = provenance()
 
-    sens, cost = {}, {"adaptive": [], "exhaustive": [], "dp": [], "sensitivity_seconds": [],
+    sens, cost = {}, {"adaptive": [], "exhaustive": [], "dp": [], "dp-monotone": [],
+                      "sensitivity_seconds": [],
                       "enumeration": []}
     for q, ck in ckpts.items():
         settings = SensitivitySettings(lmbda=lambda_for(q), calib_dir=str(train),
@@ -150,6 +159,11 @@ def main() -> None:
                                      "loss": [None if not np.isfinite(v) else float(v)
                                               for v in front.loss[::50]]}}
             cost["dp"].append({"quality": q, "target": target, "seconds": d.seconds})
+            dm, _ = dp(Problem(model, sens[q], monotone=True), target)
+            found["dp-monotone"] = {"config": dm.config, "ratio": dm.ratio,
+                                    "predicted": p.predicted({n: dm.bits[n] for n in p.layers}),
+                                    "predicted_monotone": dm.predicted, "summary": dm.summary()}
+            cost["dp-monotone"].append({"quality": q, "target": target, "seconds": dm.seconds})
             for m, f in found.items():
                 if args.cost_only:
                     continue
@@ -173,7 +187,9 @@ def main() -> None:
     for (method, target), per_q in ({} if args.cost_only else allocations).items():
         tag = f"{target:g}x"
         out = RESULTS / f"fmpq-{arch}-{method}-{tag}.json"
-        if method not in args.methods or out.is_file():  # a finished evaluation is kept
+        evaluate = method in args.methods and (args.eval_ratios is None
+                                               or target in args.eval_ratios)
+        if not evaluate or out.is_file():  # a finished evaluation is kept
             print(f"skip {out.name}", flush=True)
             continue
         points = []
@@ -187,6 +203,8 @@ def main() -> None:
                 "measured_zeta": f["measured"], "calibration_seconds": r.calibration.seconds,
                 **({"adaptive_reached_target": f["reached"]} if "reached" in f else {}),
                 **({"uniform_bits": f["uniform_bits"]} if "uniform_bits" in f else {}),
+                **({"predicted_monotone_zeta_sum": f["predicted_monotone"]}
+                   if "predicted_monotone" in f else {}),
             }))
         name = f"{arch}-fmpq-{method}-{tag}"
         res = evaluate_rd(points, kodak, name=name, arch=arch, progress=False,
@@ -210,6 +228,8 @@ def main() -> None:
                        "seconds": float(np.mean([c["seconds"] for c in cost["exhaustive"]])),
                        "runs": cost["exhaustive"], "enumeration_subset": cost["enumeration"]},
         "dp": {"seconds": float(np.mean([c["seconds"] for c in cost["dp"]])), "runs": cost["dp"]},
+        "dp-monotone": {"seconds": float(np.mean([c["seconds"] for c in cost["dp-monotone"]])),
+                        "runs": cost["dp-monotone"]},
         "sensitivity_seconds": float(np.mean(cost["sensitivity_seconds"])),
         "sensitivity_threads": args.threads,
         "provenance": prov,
@@ -236,10 +256,10 @@ def plots(arch, sens, allocations, ratios) -> None:  # noqa: ANN001
     width = max(9.0, 0.18 * len(s.layers))  # cheng2020-anchor: 56 layer names on the axis
     fig, axes = plt.subplots(len(ratios), 1, figsize=(width, 2.4 * len(ratios)), squeeze=False)
     for ax, r in zip(axes[:, 0], ratios, strict=True):
-        for k, m in enumerate(("adaptive", "dp")):
+        for k, m in enumerate(("adaptive", "dp", "dp-monotone")):
             bits = allocations[(m, r)][3]["config"].layers
             vals = [bits[n].w_bits if bits.get(n) else 32 for n in s.layers]
-            ax.bar(np.arange(len(s.layers)) + (k - 0.5) * 0.4, vals, width=0.4, label=m)
+            ax.bar(np.arange(len(s.layers)) + (k - 1) * 0.27, vals, width=0.27, label=m)
         ax.set_xticks(range(len(s.layers)), s.layers, rotation=90, fontsize=7)
         ax.set_ylabel("bits")
         ax.set_title(f"q3, weight ratio {r:g}x", fontsize=9)
@@ -253,11 +273,11 @@ def plots(arch, sens, allocations, ratios) -> None:  # noqa: ANN001
     fb = np.array(front["bytes"], dtype=float)
     fl = np.array([np.nan if v is None else v for v in front["loss"]], dtype=float)
     ax.plot(fb / 1e6, fl, "-", label="DP Pareto front (predicted Σζ)")
-    for m, mk in (("uniform", "s"), ("adaptive", "o"), ("dp", "^")):
+    colors = {"uniform": "C3", "adaptive": "C1", "dp": "C2", "dp-monotone": "C4"}
+    for m, mk in (("uniform", "s"), ("adaptive", "o"), ("dp", "^"), ("dp-monotone", "v")):
         for r in ratios:
             f = allocations[(m, r)][3]
-            ax.plot(f["weight_bytes"] / 1e6, f["measured"], mk, color={"uniform": "C3", "adaptive": "C1",
-                                                           "dp": "C2"}[m],
+            ax.plot(f["weight_bytes"] / 1e6, f["measured"], mk, color=colors[m],
                     label=f"{m} (measured)" if r == ratios[0] else None)
     ax.set_yscale("symlog", linthresh=1e-3)
     ax.set_xlabel("weight MB")

@@ -1021,11 +1021,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_sensitivity)
 
-    s = sub.add_parser("search", help="bit allocation for a target ratio (adaptive/exhaustive/dp)")
+    s = sub.add_parser("search", help="bit allocation for a target ratio (adaptive/exhaustive/dp/"
+                                      "dp-monotone)")
     _add_model_args(s)
     s.add_argument("--sensitivity", type=Path, required=True, help="from `licq sensitivity -o`")
     s.add_argument("--target-ratio", type=float, required=True)
-    s.add_argument("--method", default="adaptive", choices=["adaptive", "exhaustive", "dp"])
+    s.add_argument("--method", default="adaptive",
+                   choices=["adaptive", "exhaustive", "dp", "dp-monotone"],
+                   help="dp-monotone: the DP on ζ made non-negative and non-increasing in the "
+                        "bits (robust to noisy, negative ζ)")
     s.add_argument("--basis", default="weights", choices=["weights", "model"],
                    help="what the ratio measures (default: every parameter)")
     s.add_argument("--tol", type=float, default=0.01)

@@ -1,3 +1,4 @@
+import itertools
 import random
 
 import pytest
@@ -11,6 +12,7 @@ from licq.search import (
     SearchError,
     SensitivityResult,
     adaptive,
+    allocate_bits,
     dp,
     enumerate_subset,
     exhaustive,
@@ -121,3 +123,42 @@ def test_dp_is_fast_on_the_largest_registered_models():
         t0 = time.perf_counter()
         dp(p, 6.0)
         assert time.perf_counter() - t0 < 1.0, arch
+
+
+def test_monotone_zeta_is_nonnegative_and_nonincreasing_in_bits():
+    from licq.search.allocate import _monotone
+
+    assert _monotone({2: 0.5, 3: -0.1, 4: 0.2, 8: -0.01}) == {8: 0.0, 4: 0.2, 3: 0.2, 2: 0.5}
+    assert _monotone({4: 0.3, 8: 0.1}) == {4: 0.3, 8: 0.1}  # already clean: unchanged
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dp_monotone_fills_the_budget_despite_negative_zeta(model, seed):
+    # noisy ζ: some layers "improve" at fewer bits. Raw DP takes those bit-widths and lands
+    # below the size the target allows; dp-monotone is the brute-force optimum of Σζ̃, and of
+    # its ties the largest allocation that fits.
+    rng = random.Random(seed)
+    names = quantizable_layer_names(model)
+    free = rng.sample(names, 4)
+    table = {n: [rng.uniform(-0.02, 0.01) if b >= 5 else rng.uniform(0.0, 0.3) for b in BITS]
+             for n in names}
+    sens = _sens(model, lambda i, b: table[names[i]][BITS.index(b)])
+    fixed = Constraints(fixed={n: 8 for n in names if n not in free})
+    raw, mono = Problem(model, sens, fixed), Problem(model, sens, fixed, monotone=True)
+    assert all(v >= 0 for d in mono.zeta.values() for v in d.values())
+    target = raw.ratio({n: 8 for n in raw.layers}) * 1.02  # just below all-8-bit size
+    budget = raw.fp32_bytes * 8 / target
+    a, _ = dp(mono, target)
+    assert a.method == "dp-monotone"
+    best = None
+    for combo in itertools.product(*(mono.choices[n] for n in mono.layers)):
+        bits = dict(zip(mono.layers, combo, strict=True))
+        if mono.total_bits(bits) <= budget:
+            key = (round(mono.predicted(bits), 12), -mono.total_bits(bits))
+            best = key if best is None or key < best else best
+    chosen = {n: a.bits[n] for n in mono.layers}
+    assert (round(a.predicted, 12), -mono.total_bits(chosen)) == best
+    r, _ = dp(raw, target)
+    assert target <= a.ratio <= r.ratio
+    # through the public entry point
+    assert allocate_bits(model, sens, target, "dp-monotone", constraints=fixed).bits == a.bits
