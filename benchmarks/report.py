@@ -231,7 +231,7 @@ def fmpq_section() -> str:
         targets = sorted({float(f.stem.rsplit("-", 1)[1][:-1])
                           for f in RESULTS.glob(f"fmpq-{arch}-*-*x.json")})
         for t in targets:
-            for m in ("uniform", "adaptive", "dp"):
+            for m in ("uniform", "adaptive", "dp", "dp-monotone"):
                 f = RESULTS / f"fmpq-{arch}-{m}-{t:g}x.json"
                 if not f.is_file():
                     continue
@@ -253,6 +253,11 @@ def fmpq_section() -> str:
             out += ["", f"Not evaluated on Kodak for {arch}: {', '.join(missing)} (`run_fmpq.py "
                     "--methods`; their allocations are searched and their ζ measured, see the "
                     "plots)."]
+        if list(RESULTS.glob(f"fmpq-{arch}-dp-monotone-*x.json")):
+            out += ["", "dp-monotone: the DP on ζ̃_n(b) = max(0, max over b' ≥ b of ζ_n(b')) "
+                    "(quantizing never helps, fewer bits never cost less), taking the largest "
+                    "allocation that fits among equal Σζ̃; its predicted Σζ is on the raw ζ, like "
+                    "the other rows."]
         out += ["", "† the adaptive β search could not land within ±0.01 of the target for at least "
                 "one quality (the threshold rule reaches only a staircase of sizes); the closest "
                 "allocation found is evaluated.", "",
@@ -271,9 +276,12 @@ def fmpq_section() -> str:
     return "\n".join(out) if out else "No FMPQ results yet."
 
 
-QAT_MAIN = ["w8a8", "w8a8-a10-g_s", "fmpq-4x", "fmpq-6x", "fmpq-8x", "fmpq-8x-a10-g_s"]
+QAT_MAIN = ["w8a8", "w8a8-a10-g_s", "fmpq-4x", "fmpq-4x-dp-monotone", "fmpq-6x",
+            "fmpq-6x-dp-monotone", "fmpq-8x", "fmpq-8x-dp-monotone", "fmpq-8x-a10-g_s"]
 # BD-rate (%) goals of the issue; they are about model size, which activation bits do not change
-QAT_GOALS = {"fmpq-4x": 0.5, "fmpq-6x": 2.0, "fmpq-8x": 5.0, "fmpq-8x-a10-g_s": 5.0}
+QAT_GOALS = {"fmpq-4x": 0.5, "fmpq-4x-dp-monotone": 0.5, "fmpq-6x": 2.0,
+             "fmpq-6x-dp-monotone": 2.0, "fmpq-8x": 5.0, "fmpq-8x-dp-monotone": 5.0,
+             "fmpq-8x-a10-g_s": 5.0}
 
 
 # a row name's budget/schedule suffix: -s1200, -s6000-decay4800, -s2400-cosine1e-4
@@ -326,8 +334,8 @@ def _ptq_counterpart(arch: str, setting: str) -> Path | None:
     # w8a8-a10-g_s: act_floor.sh's PTQ; fmpq-8x-a10-g_s: run_ptq.sh ONLY=fmpq-8x-a10-g_s
     if setting.split("-")[0] == "w8a8" or re.fullmatch(r"fmpq-\d+x-a\d+-g_s", setting):
         f = RESULTS / f"ptq-{arch}-{setting}.json"
-    elif setting.startswith("fmpq-"):
-        f = RESULTS / f"fmpq-{arch}-dp-{setting.removeprefix('fmpq-')}.json"
+    elif m := re.fullmatch(r"fmpq-(\d+x)(-dp-monotone)?", setting):
+        f = RESULTS / f"fmpq-{arch}-{'dp-monotone' if m.group(2) else 'dp'}-{m.group(1)}.json"
     else:
         return None
     return f if f.is_file() else None
@@ -394,6 +402,9 @@ def qat_section() -> str:
         if "w8a8-a10-g_s" in names:
             what.append("`w8a8-a10-g_s`: W8A8 with g_s's input activations at 10 bit, "
                         "`run_qat.sh a10-gs`")
+        if any(n.endswith("-dp-monotone") for n in names):
+            what.append("`fmpq-<R>x-dp-monotone`: trained from the dp-monotone allocation "
+                        "(`ALLOC=dp-monotone run_qat.sh main`)")
         if any(n.startswith("fmpq-8x-a10-g_s") for n in names):
             what.append("`fmpq-8x-a10-g_s-…`: the 8× allocation's weights with g_s's input "
                         "activations at 10 bit, `A_GS=10 run_qat.sh long 8x`")

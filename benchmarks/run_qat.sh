@@ -4,6 +4,8 @@
 # wrote its allocations) runs the same settings on that committed baseline.
 #   bash benchmarks/run_qat.sh main        # W8A8 and the FMPQ DP allocations at 4x / 6x / 8x
 #     (or some, in the order given: main w8a8 6x)
+#   ALLOC=dp-monotone bash benchmarks/run_qat.sh main 4x  # the dp-monotone allocation
+#     (run_fmpq.py --methods dp-monotone) -> qat-<arch>-fmpq-4x-dp-monotone.json
 #   bash benchmarks/run_qat.sh a10-gs      # W8A8 with g_s's activations at 10 bit
 #   bash benchmarks/run_qat.sh ablations [dpa dgm ...]  # one switch at a time against fmpq-6x
 #   bash benchmarks/run_qat.sh dq          # DynaQuant dynamic bits {4,6,8} and {6,8,10} (issue 7)
@@ -64,7 +66,9 @@ run() {  # run NAME ARGS...   (PREFIX=dq to write dq-*.json)
     --checkpoint-every "${CKPT_EVERY:-100}" "${part[@]}" "$@"
   rm -f "$lock"
 }
-fmpq() { echo "benchmarks/results/fmpq-$ARCH-dp-$1.json"; }
+ALLOC=${ALLOC:-dp}  # the allocation method whose run_fmpq.py results the fmpq settings train from
+case $ALLOC in dp) MSFX= ;; dp-monotone) MSFX=-dp-monotone ;; *) echo "ALLOC=$ALLOC?" >&2; exit 2 ;; esac
+fmpq() { echo "benchmarks/results/fmpq-$ARCH-$ALLOC-$1.json"; }
 stop_if_partial() {  # with QUALITIES: no results file to read yet, so stop after training
   partial || return 0
   echo "$(date -Is) trained q ${QS[*]}; run again without QUALITIES to evaluate"; exit 0
@@ -94,6 +98,7 @@ seed_from() {  # seed_from SRC DST: DST's runs start from SRC's final training c
 }
 
 mode=${1:-main}
+[[ $ALLOC == dp || $mode == main ]] || { echo "ALLOC=$ALLOC: main mode only" >&2; exit 2; }
 case $mode in
   main)  # all four in this order, or some: bash benchmarks/run_qat.sh main w8a8 6x
     shift $(($# > 0))  # (main is also the default mode, given with no argument)
@@ -104,8 +109,8 @@ case $mode in
         w8a8) run w8a8 --preset fmpq --w-bits 8 --a-bits 8 ;;
         4x|6x|8x)
           [[ -f $(fmpq "$it") ]] || {
-            echo "$(fmpq "$it"): no allocation (run_fmpq.py --arch $ARCH)" >&2; exit 2; }
-          run "fmpq-$it" --preset fmpq --bit-config "$(fmpq "$it")" ;;
+            echo "$(fmpq "$it"): no allocation (run_fmpq.py --arch $ARCH --methods $ALLOC)" >&2; exit 2; }
+          run "fmpq-$it$MSFX" --preset fmpq --bit-config "$(fmpq "$it")" ;;
         *) echo "unknown main step $it" >&2; exit 2 ;;
       esac
     done
