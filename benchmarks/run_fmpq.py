@@ -263,7 +263,7 @@ def plots(arch, sens, allocations, ratios) -> None:  # noqa: ANN001
         ax.set_xticks(range(len(s.layers)), s.layers, rotation=90, fontsize=7)
         ax.set_ylabel("bits")
         ax.set_title(f"q3, weight ratio {r:g}x", fontsize=9)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars
     fig.tight_layout()
     fig.savefig(RESULTS / f"fmpq-{arch}-bits.png", dpi=120)
     plt.close(fig)
