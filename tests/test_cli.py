@@ -82,7 +82,7 @@ def test_bd_rate_command(tmp_path, capsys):
 
 
 def test_ptq_sensitivity_search_pipeline(tmp_path, crop_dir, image_dir, capsys):
-    """train a tiny codec, then sensitivity → search (3 methods) → ptq --bit-config → bd-rate."""
+    """train a tiny codec, then sensitivity → search (4 methods) → ptq --bit-config → bd-rate."""
     out = tmp_path / "run"
     assert main(["train", "-a", "bmshj2018-hyperprior", "-N", "8", "-M", "12", "-q", "3",
                  "-d", str(crop_dir), "-o", str(out), "--batch-size", "2", "--patch-size", "64",
@@ -97,7 +97,7 @@ def test_ptq_sensitivity_search_pipeline(tmp_path, crop_dir, image_dir, capsys):
     assert main(["sensitivity", *common, "--bits", "2", "4", "8", "--calib-crops", "2",
                  "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
     assert "cached" in capsys.readouterr().err
-    for method in ("adaptive", "exhaustive", "dp"):
+    for method in ("adaptive", "exhaustive", "dp", "dp-monotone"):
         rc = main(["search", "-m", ckpt, "-q", "3", "--sensitivity", str(sens), "--target-ratio", "5",
                    "--method", method, "--fix", "re:^h_=8", "--accept-best", "--tol", "0.5",
                    "--layer-a-bits", "g_a.0=10",
