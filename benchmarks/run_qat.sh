@@ -5,7 +5,9 @@
 #   bash benchmarks/run_qat.sh main        # W8A8 and the FMPQ DP allocations at 4x / 6x / 8x
 #     (or some, in the order given: main w8a8 6x)
 #   ALLOC=dp-monotone bash benchmarks/run_qat.sh main 4x  # the dp-monotone allocation
-#     (run_fmpq.py --methods dp-monotone) -> qat-<arch>-fmpq-4x-dp-monotone.json
+#     (run_fmpq.py --methods dp-monotone) -> qat-<arch>-fmpq-4x-dp-monotone.json; also in long
+#     mode: ALLOC=dp-monotone COSINE_LR=1e-4 STEPS=1200 ... long 6x
+#     -> qat-<arch>-fmpq-6x-dp-monotone-s1200-cosine1e-4.json
 #   bash benchmarks/run_qat.sh a10-gs      # W8A8 with g_s's activations at 10 bit
 #   bash benchmarks/run_qat.sh ablations [dpa dgm ...]  # one switch at a time against fmpq-6x
 #   bash benchmarks/run_qat.sh dq          # DynaQuant dynamic bits {4,6,8} and {6,8,10} (issue 7)
@@ -98,7 +100,8 @@ seed_from() {  # seed_from SRC DST: DST's runs start from SRC's final training c
 }
 
 mode=${1:-main}
-[[ $ALLOC == dp || $mode == main ]] || { echo "ALLOC=$ALLOC: main mode only" >&2; exit 2; }
+[[ $ALLOC == dp || $mode == main || $mode == long ]] || {
+  echo "ALLOC=$ALLOC: main and long modes only" >&2; exit 2; }
 case $mode in
   main)  # all four in this order, or some: bash benchmarks/run_qat.sh main w8a8 6x
     shift $(($# > 0))  # (main is also the default mode, given with no argument)
@@ -128,8 +131,8 @@ case $mode in
     ratios=("$@")
     [[ ${#ratios[@]} -gt 0 ]] || ratios=(6x 8x 4x)
     for r in "${ratios[@]}"; do
-      [[ -z ${FROM:-} ]] || seed_from "fmpq-$r-s$FROM" "fmpq-$r-s$STEPS"
-      run "fmpq-$r$ASFX-s$STEPS$CSFX" --preset fmpq --bit-config "$(fmpq "$r")" "${SCHED[@]}" \
+      [[ -z ${FROM:-} ]] || seed_from "fmpq-$r$MSFX-s$FROM" "fmpq-$r$MSFX-s$STEPS"
+      run "fmpq-$r$MSFX$ASFX-s$STEPS$CSFX" --preset fmpq --bit-config "$(fmpq "$r")" "${SCHED[@]}" \
         "${ABITS[@]}"
     done
     ;;
