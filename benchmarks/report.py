@@ -154,7 +154,9 @@ def _delta(anchor: dict, r: dict) -> str:
     return f"{dp:+.3f} | {db:+.2f}"
 
 
-PTQ_ORDER = ["w8a8", "w6a8", "w4a8", "w8-wonly", "w6-wonly", "w4-wonly"]
+# -ar-latent-fix: re-run after session 14's fix of the joint autoregressive models' decoded-latent
+# grid (licq.ptq.calibrate.forward_latents_are_bitstream_latents)
+PTQ_ORDER = ["w8a8", "w8a8-ar-latent-fix", "w6a8", "w4a8", "w8-wonly", "w6-wonly", "w4-wonly"]
 
 
 def ptq_section() -> str:
@@ -183,7 +185,28 @@ def ptq_section() -> str:
                 f"{f'{calib:.1f}' if calib else '— (weight-only)'} |")
         out.append("")
         out += _act_floor_rows(arch, anchor)
+        out += _floor_probe_rows(arch)
     return "\n".join(out) if out else "No PTQ results yet."
+
+
+def _floor_probe_rows(arch: str) -> list[str]:
+    """``benchmarks/floor_probe.py``'s summary: the same question as act_floor.sh, asked on
+    training-set crops (BD-rates stored in the summary, each against FP32 on those crops)."""
+    import json
+
+    f = RESULTS / f"floor-probe-{arch}.json"
+    if not f.is_file():
+        return []
+    d = json.loads(f.read_text())
+    c = d["crops"]
+    rows = [f"The same on {c['n']} training-set crops of {c['size']}² (seed {c['seed']}; not "
+            f"Kodak, so a QAT configuration may be chosen from it), BD-rate against the FP32 "
+            f"baselines on those crops (`benchmarks/floor_probe.py --arch {arch}`, "
+            f"`{f.name}`):", "",
+            "| variant | BD-rate PSNR (%) |", "|---|---|"]
+    for name, v in d["variants"].items():
+        rows.append(f"| {name} | {v['bd_rate_psnr']:+.2f} |")
+    return [*rows, ""]
 
 
 def _act_floor_rows(arch: str, anchor: dict) -> list[str]:
@@ -405,9 +428,10 @@ def qat_section() -> str:
         if "w8a8-a10-g_s" in names:
             what.append("`w8a8-a10-g_s`: W8A8 with g_s's input activations at 10 bit, "
                         "`run_qat.sh a10-gs`")
-        if any(n.endswith("-dp-monotone") for n in names):
-            what.append("`fmpq-<R>x-dp-monotone`: trained from the dp-monotone allocation "
-                        "(`ALLOC=dp-monotone run_qat.sh main`)")
+        if any("-dp-monotone" in n for n in names):
+            what.append("`fmpq-<R>x-dp-monotone…`: trained from the dp-monotone allocation "
+                        "(`ALLOC=dp-monotone run_qat.sh main`, or `long` for the `-s<steps>` "
+                        "rows)")
         if any(n.startswith("fmpq-8x-a10-g_s") for n in names):
             what.append("`fmpq-8x-a10-g_s-…`: the 8× allocation's weights with g_s's input "
                         "activations at 10 bit, `A_GS=10 run_qat.sh long 8x`")

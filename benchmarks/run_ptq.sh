@@ -5,6 +5,9 @@
 #   ONLY="w8-wonly w4a8" bash benchmarks/run_ptq.sh mbt2018-mean   # only those settings
 #   ONLY=fmpq-8x-a10-g_s bash benchmarks/run_ptq.sh   # FMPQ's 8x allocation (run_fmpq.py) with
 #     g_s's input activations at 10 bit: the PTQ counterpart of run_qat.sh's A_GS=10 rows
+#   SUFFIX=-ar-latent-fix ONLY=w8a8 bash benchmarks/run_ptq.sh cheng2020-anchor   # names get
+#     SUFFIX (ptq-cheng2020-anchor-w8a8-ar-latent-fix.json): a re-run after a fix, beside the
+#     earlier file
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LICQ=${LICQ:-.venv/bin/licq}
@@ -12,6 +15,7 @@ KODAK=${KODAK:-../shared/data/kodak}
 CALIB=${CALIB:-../shared/data/train}
 OUT=benchmarks/results
 EXTRA=${EXTRA:-}
+SUFFIX=${SUFFIX:-}
 # shellcheck source=benchmarks/baselines.sh
 source benchmarks/baselines.sh
 archs=("$@")
@@ -30,6 +34,7 @@ for arch in "${archs[@]}"; do
     [[ -n ${ONLY:-} || $s != *fmpq-* ]] || continue  # only when asked for by name
     flags=${s%:*}; name=${s##*:}  # the name follows the last ":"
     [[ -z ${ONLY:-} || " $ONLY " == *" $name "* ]] || continue
+    name+=$SUFFIX
     # shellcheck disable=SC2086
     "$LICQ" ptq -a "$arch" -q 1 2 3 4 -m "${CKPTS[@]}" $flags $EXTRA -d "$KODAK" --calib-dir "$CALIB" \
       --calib-crops 32 --threads 1 --name "$arch-ptq-$name" -o "$OUT/ptq-$arch-$name.json" --no-progress

@@ -34,3 +34,31 @@ def test_calibrate_requires_running_the_model():
     with pytest.raises(RuntimeError, match="never ran layer"):
         with calibrate(model):
             pass
+
+
+@pytest.mark.parametrize("name,consumers,on_grid", [
+    ("bmshj2018-hyperprior", ["g_s.0"], True),
+    ("cheng2020-anchor", ["g_s.0.conv1", "context_prediction"], False),
+])
+def test_decoded_latent_grid_follows_the_bitstream(name, consumers, on_grid, crop_dir):
+    # Calibration sees the forward pass's ŷ = round(y) in both. The ScaleHyperprior's bitstream
+    # decodes that ŷ, so its consumers keep an exact integer grid; cheng2020's decodes
+    # round(y - μ) + μ, which an integer grid would round again.
+    model = tiny_model(name)
+    quantize_(model, QuantConfig.uniform(8, 8))
+    calibrate_on_folder(model, crop_dir, num_crops=2, batch_size=2, patch_size=64, progress=False)
+    layers = quantized_layers(model)
+    for n in consumers:
+        q = layers[n].input_quant
+        assert q.integer_step is on_grid, n
+        y = torch.round(torch.randn(1, 8, 4, 4) * 2)
+        if on_grid:
+            assert torch.equal(q(y), y)  # exact on integers
+        else:
+            step = float(q.scale)
+            assert step < 1.0
+            mu = torch.rand_like(y) - 0.5
+            lo = float((q.qmin - q.zero_point) * q.scale)
+            hi = float((q.qmax - q.zero_point) * q.scale)
+            y_hat = (y + mu).clamp(lo, hi)  # what the AR bitstream decodes, inside the range
+            assert (q(y_hat) - y_hat).abs().max() <= step / 2 + 1e-5
