@@ -29,6 +29,8 @@
 #   A_GS=10 COSINE_LR=1e-4 STEPS=4800 bash benchmarks/run_qat.sh long 8x  # the same, with g_s's
 #     input activations at 10 bit (--layer-a-bits; the weights and size are the allocation's)
 #     -> qat-<arch>-fmpq-8x-a10-g_s-s4800-cosine1e-4.json
+#   NAME_SFX=-ar-latent-fix ...: that suffix on every results and run name (a re-run after a
+#     fix, beside the earlier results)
 #   CKPT_EVERY=N: a training checkpoint every N steps (default 100; the last step always saves one)
 #   QUALITIES="1 2" ...: train only those qualities (no evaluation, no results file), so two
 #     copies can share the four over two cores; then the same command without QUALITIES loads
@@ -51,8 +53,8 @@ source benchmarks/baselines.sh
 baseline_ckpts "$ARCH" "$SHARED"
 for c in "${CKPTS[@]}"; do [[ -f $c ]] || { echo "$c: no such baseline" >&2; exit 2; }; done
 
-run() {  # run NAME ARGS...   (PREFIX=dq to write dq-*.json)
-  local name=$1; shift
+run() {  # run NAME ARGS...   (PREFIX=dq to write dq-*.json; NAME_SFX is appended to NAME)
+  local name=$1${NAME_SFX:-}; shift
   local out=benchmarks/results/${PREFIX:-qat}-$ARCH-$name.json
   if [[ -f $out ]]; then echo "skip $name (done)"; return; fi
   local lock=runs/qat/$ARCH-$name.lock  # lets two copies of this script share the work
