@@ -314,11 +314,18 @@ def _goal(base: str) -> float | None:
 _BUDGET_SUFFIX = r"-s\d+(?:-decay\d+|-cosine[0-9.e+-]+)?"
 
 
+# a row re-run after session 14's fix of the joint autoregressive models' decoded-latent grid
+_FIX_SUFFIX = "-ar-latent-fix"
+
+
 def _budget_base(setting: str) -> str:
-    """``fmpq-6x-s1200`` (or ``fmpq-8x-s6000-decay4800``, ``fmpq-8x-s2400-cosine1e-4``) ->
-    ``fmpq-6x`` (a main setting trained for another step budget or lr schedule)."""
-    m = re.fullmatch(rf"(.+){_BUDGET_SUFFIX}", setting)
-    return m.group(1) if m and m.group(1) in QAT_MAIN else setting
+    """``fmpq-6x-s1200`` (or ``fmpq-8x-s6000-decay4800``, ``fmpq-8x-s2400-cosine1e-4``, or any
+    of these ending in ``-ar-latent-fix``) -> ``fmpq-6x`` (a main setting trained for another
+    step budget or lr schedule, or after the fix)."""
+    core = setting.removesuffix(_FIX_SUFFIX)
+    m = re.fullmatch(rf"(.+){_BUDGET_SUFFIX}", core)
+    base = m.group(1) if m else core
+    return base if base in QAT_MAIN else setting
 
 
 def _control_prefix(arch: str) -> str:
@@ -330,7 +337,7 @@ def _control_for(arch: str, setting: str) -> Path | None:
     row (``fp32_finetune_control.sh``): ``finetune-fp32-control.json`` for the anchor's 300-step
     rows, ``finetune-fp32-control-s1200-cosine1e-4.json`` for ``…-s1200-cosine1e-4``,
     ``finetune-fp32-control-<arch>….json`` for another architecture; None if there is none."""
-    m = re.search(rf"{_BUDGET_SUFFIX}$", setting)
+    m = re.search(rf"{_BUDGET_SUFFIX}$", setting.removesuffix(_FIX_SUFFIX))  # FP32: no fix
     f = RESULTS / f"{_control_prefix(arch)}{m.group(0) if m else ''}.json"
     return f if f.is_file() else None
 
@@ -356,12 +363,13 @@ def _steps_in_name(setting: str) -> int:
 
 
 def _ptq_counterpart(arch: str, setting: str) -> Path | None:
+    fix = _FIX_SUFFIX if setting.endswith(_FIX_SUFFIX) else ""  # its PTQ after the fix too
     setting = _budget_base(setting)
     # w8a8-a10-g_s: act_floor.sh's PTQ; fmpq-8x-a10-g_s: run_ptq.sh ONLY=fmpq-8x-a10-g_s
     if setting.split("-")[0] == "w8a8" or re.fullmatch(r"fmpq-\d+x-a\d+-g_s", setting):
-        f = RESULTS / f"ptq-{arch}-{setting}.json"
+        f = RESULTS / f"ptq-{arch}-{setting}{fix}.json"
     elif m := re.fullmatch(r"fmpq-(\d+x)(-dp-monotone)?", setting):
-        f = RESULTS / f"fmpq-{arch}-{'dp-monotone' if m.group(2) else 'dp'}-{m.group(1)}.json"
+        f = RESULTS / f"fmpq-{arch}-{'dp-monotone' if m.group(2) else 'dp'}-{m.group(1)}{fix}.json"
     else:
         return None
     return f if f.is_file() else None
@@ -403,7 +411,7 @@ def qat_section() -> str:
                 bd = bd_rate(anchor, r)
             except Exception:  # noqa: BLE001
                 bd = None
-            if base in QAT_MAIN and bd is not None:
+            if base in QAT_MAIN and bd is not None and not setting.endswith(_FIX_SUFFIX):
                 series.setdefault(base, []).append((_mean(r["licq"]["steps"]), bd, setting))
             goal = _goal(base)
             if goal is None:
@@ -432,6 +440,10 @@ def qat_section() -> str:
             what.append("`fmpq-<R>x-dp-monotone…`: trained from the dp-monotone allocation "
                         "(`ALLOC=dp-monotone run_qat.sh main`, or `long` for the `-s<steps>` "
                         "rows)")
+        if any(n.endswith(_FIX_SUFFIX) for n in names):
+            what.append("`…-ar-latent-fix`: trained and evaluated after session 14's fix of the "
+                        "decoded-latent grid (`NAME_SFX=-ar-latent-fix run_qat.sh …`; the other "
+                        "rows of a joint autoregressive model predate it)")
         if any(n.startswith("fmpq-8x-a10-g_s") for n in names):
             what.append("`fmpq-8x-a10-g_s-…`: the 8× allocation's weights with g_s's input "
                         "activations at 10 bit, `A_GS=10 run_qat.sh long 8x`")
