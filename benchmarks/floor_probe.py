@@ -20,8 +20,11 @@ Variants (``--variants``, default: all of them for the architecture):
   a10-<group>            W8A8, that group's input activations at 10 bit
 
 Per-variant results (CompressAI format) go to runs/floor-probe/<arch>/ (resumable: a finished
-variant is reused); the summary of the variants given, with provenance (the summary's command, and
-each variant's ``licq ptq`` command), to benchmarks/results/floor-probe-<arch>.json.
+variant is reused, whatever code made it: after a change to quantization, delete that folder;
+the committed cheng2020-anchor summary predates the decoded-latent fix in
+licq.ptq.calibrate, which is what it found); the summary of the variants given, with
+provenance (the summary's command, and each variant's ``licq ptq`` command), to
+benchmarks/results/floor-probe-<arch>.json.
 """
 
 from __future__ import annotations
