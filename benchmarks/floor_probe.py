@@ -10,14 +10,14 @@ the same 130 photos). Every variant runs ``licq ptq`` (real bitstreams) over the
 calibrated as run_ptq.sh does, and its BD-rate is taken against ``licq eval`` of the FP32
 baselines on the same crops.
 
-Variants (``--variants``, default: all of them for the architecture):
+Variants (``--variants``; default: w8a8, w8-wonly, float-yhat and float-<group> for every group):
   w8a8                   every layer W8A8 (the reference point)
   w8-wonly               8-bit weights, float activations
   float-<group>          W8A8, the input activations of that top-level group in float
                          (g_a, g_s, h_a, h_s; entropy_parameters, context_prediction where present)
   float-yhat             W8A8, the inputs that are the decoded latent ŷ in float (g_s's first
                          layer, and the context model where there is one)
-  a10-<group>            W8A8, that group's input activations at 10 bit
+  a<B>-<group>, a<B>-yhat  W8A8, those input activations at B bit (a10-g_s: 10 bit in g_s)
 
 Per-variant results (CompressAI format) go to runs/floor-probe/<arch>/ (resumable: a finished
 variant is reused, whatever code made it: after a change to quantization, delete that folder;
