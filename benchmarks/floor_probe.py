@@ -87,15 +87,12 @@ def variant_config(name: str, arch: str) -> dict | None:
 def make_crops(out: Path, train: Path, n: int, size: int, seed: int) -> None:
     if out.is_dir() and len(list(out.glob("*.png"))) == n:
         return
-    from PIL import Image
-
-    from licq.data import CropSampler
+    from licq.data import CropSampler, save_image
 
     out.mkdir(parents=True, exist_ok=True)
     x = CropSampler(train, patch_size=size, seed=seed, flip=False).batch(n)
     for i, im in enumerate(x):
-        arr = (im.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-        Image.fromarray(arr).save(out / f"crop{i:02d}.png")
+        save_image(im, out / f"crop{i:02d}.png")
 
 
 def run(cmd: list[str]) -> None:
@@ -136,8 +133,8 @@ def main() -> None:
     rows: dict[str, dict] = {}  # the summary lists this command's variants (earlier runs reused)
     for v in variants:
         out = work / f"{v}-{tag}.json"
+        cfg = variant_config(v, arch)
         if not out.is_file():
-            cfg = variant_config(v, arch)
             if cfg is None:
                 flags = ["--w-bits", "8", "--weight-only"]
             else:
@@ -148,7 +145,7 @@ def main() -> None:
                  "--calib-crops", "32", "--name", f"{arch}-ptq-{v}", "-o", str(out)])
         r = read_results(out)
         rows[v] = {"bd_rate_psnr": bd_rate(anchor, r), "bpp": r["results"]["bpp"],
-                   "psnr-rgb": r["results"]["psnr-rgb"], "config": variant_config(v, arch),
+                   "psnr-rgb": r["results"]["psnr-rgb"], "config": cfg,
                    "file": str(out.relative_to(ROOT)), "ptq_provenance": r["licq"].get("provenance")}
         print(f"{v}: BD-rate {rows[v]['bd_rate_psnr']:+.2f} %", flush=True)
         summary = {

@@ -53,8 +53,9 @@ source benchmarks/baselines.sh
 baseline_ckpts "$ARCH" "$SHARED"
 for c in "${CKPTS[@]}"; do [[ -f $c ]] || { echo "$c: no such baseline" >&2; exit 2; }; done
 
-run() {  # run NAME ARGS...   (PREFIX=dq to write dq-*.json; NAME_SFX is appended to NAME)
-  local name=$1${NAME_SFX:-}; shift
+NSFX=${NAME_SFX:-}  # appended to every run name: what run() writes and what the others read
+run() {  # run NAME ARGS...   (PREFIX=dq to write dq-*.json)
+  local name=$1$NSFX; shift
   local out=benchmarks/results/${PREFIX:-qat}-$ARCH-$name.json
   if [[ -f $out ]]; then echo "skip $name (done)"; return; fi
   local lock=runs/qat/$ARCH-$name.lock  # lets two copies of this script share the work
@@ -78,13 +79,13 @@ stop_if_partial() {  # with QUALITIES: no results file to read yet, so stop afte
   echo "$(date -Is) trained q ${QS[*]}; run again without QUALITIES to evaluate"; exit 0
 }
 need_dq() {  # need_dq NAME HOW: a dynamic run's results file, before its static comparator
-  [[ ! -f benchmarks/results/dq-$ARCH-$1.json ]] || return 0
+  [[ ! -f benchmarks/results/dq-$ARCH-$1$NSFX.json ]] || return 0
   stop_if_partial  # a share: nothing to evaluate yet
-  echo "dq-$ARCH-$1.json does not exist (run $2 first)" >&2; exit 2
+  echo "dq-$ARCH-$1$NSFX.json does not exist (run $2 first)" >&2; exit 2
 }
 mean_bits() {  # mean_bits SETTING: a dynamic run's mean bits, rounded (its static comparator's B)
   .venv/bin/python -c "import json,sys; print(round(json.load(open(sys.argv[1]))['licq']['mean_bits']))" \
-    "benchmarks/results/dq-$ARCH-$1.json"
+    "benchmarks/results/dq-$ARCH-$1$NSFX.json"
 }
 # COSINE_LR=1e-4 (long, dq-gamma): a cosine lr schedule from that lr; names get -cosine<lr>
 SCHED=() CSFX=
@@ -93,9 +94,9 @@ SCHED=() CSFX=
 ABITS=() ASFX=
 [[ -z ${A_GS:-} ]] || { ABITS=(--layer-a-bits "re:^g_s(\.|$)=$A_GS"); ASFX=-a$A_GS-g_s; }
 seed_from() {  # seed_from SRC DST: DST's runs start from SRC's final training checkpoints
-  local src=runs/qat/$ARCH-$1 dst=runs/qat/$ARCH-$2
+  local src=runs/qat/$ARCH-$1$NSFX dst=runs/qat/$ARCH-$2$NSFX
   [[ ! -d $dst ]] || return 0  # seeded before (it resumes from its own checkpoints)
-  [[ -f benchmarks/results/qat-$ARCH-$1.json ]] || { echo "$1 is not finished" >&2; exit 2; }
+  [[ -f benchmarks/results/qat-$ARCH-$1$NSFX.json ]] || { echo "$1$NSFX is not finished" >&2; exit 2; }
   for q in 1 2 3 4; do
     mkdir -p "$dst/q$q" && cp "$src/q$q/checkpoint.pth.tar" "$dst/q$q/"
   done
