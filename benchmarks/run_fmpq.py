@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -44,6 +45,7 @@ from licq.data import list_images  # noqa: E402
 from licq.eval import RDPoint, evaluate_rd, write_results  # noqa: E402
 from licq.models import lambda_for, load_model  # noqa: E402
 from licq.ptq import post_training_quantize  # noqa: E402
+from licq.ptq.calibrate import CALIBRATION_REVISION  # noqa: E402
 from licq.quant.size import model_size  # noqa: E402
 from licq.search import (  # noqa: E402
     Problem,
@@ -119,6 +121,11 @@ def main() -> None:
         model = load_model(arch, checkpoint=ck)
         if path.is_file():
             sens[q] = SensitivityResult.from_json(path)
+            rev = sens[q].settings.get("calibration_revision", 1)
+            if rev != CALIBRATION_REVISION:
+                print(f"warning: {path} was measured with calibration revision {rev}, this code "
+                      f"is revision {CALIBRATION_REVISION}; delete it to measure again",
+                      file=sys.stderr, flush=True)
         else:
             sens[q] = compute_sensitivity(model, settings, progress=False)
             sens[q].settings.update({"arch": arch, "quality": q, "checkpoint": str(ck)})

@@ -78,6 +78,7 @@ def test_sensitivity_on_real_codec_and_json_round_trip(tmp_path, crop_dir):
         assert r.zeta[n]["2"] > 0.01
     r.to_json(tmp_path / "s.json")
     assert SensitivityResult.from_json(tmp_path / "s.json").zeta == r.zeta
+    assert r.settings["calibration_revision"] == S.CALIBRATION_REVISION  # what run_fmpq.py checks
     with pytest.raises(ValueError, match="not a licq sensitivity file"):
         (tmp_path / "bad.json").write_text("{}")
         SensitivityResult.from_json(tmp_path / "bad.json")
@@ -87,6 +88,12 @@ def test_cache_key_depends_on_model_and_settings():
     a, b = SensitivitySettings(), SensitivitySettings(num_crops=32)
     assert S.cache_key("m1", a) != S.cache_key("m1", b) != S.cache_key("m2", b)
     assert S.cache_key("m1", a) == S.cache_key("m1", SensitivitySettings())
+
+
+def test_cache_key_changes_with_the_calibration_revision(monkeypatch):
+    before = S.cache_key("m1", SensitivitySettings())
+    monkeypatch.setattr(S, "CALIBRATION_REVISION", S.CALIBRATION_REVISION + 1)
+    assert S.cache_key("m1", SensitivitySettings()) != before
 
 
 @pytest.mark.slow

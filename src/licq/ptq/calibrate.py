@@ -24,6 +24,12 @@ from tqdm.auto import tqdm
 from licq.api import quantizer_sites
 from licq.data import CropSampler
 
+# Bumped whenever calibration gives other quantization parameters for the same model, data and
+# settings, so that results cached from calibrated models (``licq sensitivity``) are not reused
+# across the change. 2: the decoded-latent grid of joint autoregressive models
+# (:func:`forward_latents_are_bitstream_latents`).
+CALIBRATION_REVISION = 2
+
 
 @dataclass
 class CalibrationStats:

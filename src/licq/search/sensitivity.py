@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from licq._provenance import provenance
 from licq.api import LayerQConfig, QuantConfig, quantizable_layer_names, quantize_, quantized_layers
 from licq.data import CropSampler
-from licq.ptq.calibrate import calibrate
+from licq.ptq.calibrate import CALIBRATION_REVISION, calibrate
 from licq.qat.loss import RateDistortionLoss
 from licq.quant.modules import quantized_type_for
 
@@ -108,7 +108,10 @@ def model_hash(model: nn.Module) -> str:
 
 
 def cache_key(mhash: str, settings: SensitivitySettings) -> str:
-    blob = json.dumps({"model": mhash, **asdict(settings)}, sort_keys=True)
+    """Key of a cached ζ table: the weights, the settings and the calibration code's revision
+    (a fix that changes calibration makes earlier tables stale)."""
+    blob = json.dumps({"model": mhash, "calibration_revision": CALIBRATION_REVISION,
+                       **asdict(settings)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -363,7 +366,8 @@ def compute_sensitivity(
         rd[n][str(b)] = s / total
         zeta[n][str(b)] = (s / total - rd_fp) / rd_fp
     return SensitivityResult(
-        layers=names, bits=list(settings.bits), zeta=zeta, rd_fp=rd_fp, settings=asdict(settings),
+        layers=names, bits=list(settings.bits), zeta=zeta, rd_fp=rd_fp,
+        settings={**asdict(settings), "calibration_revision": CALIBRATION_REVISION},
         model_hash=model_hash(model), seconds=time.perf_counter() - t0,
         evaluations=len(trials), path="staged" if staged else "generic", rd=rd,
         provenance=provenance(),
