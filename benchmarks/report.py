@@ -370,6 +370,8 @@ def _ptq_counterpart(arch: str, setting: str) -> Path | None:
         f = RESULTS / f"ptq-{arch}-{setting}{fix}.json"
     elif m := re.fullmatch(r"fmpq-(\d+x)(-dp-monotone)?", setting):
         f = RESULTS / f"fmpq-{arch}-{'dp-monotone' if m.group(2) else 'dp'}-{m.group(1)}{fix}.json"
+        if not f.is_file():  # run_ptq.sh ONLY=fmpq-<R>x…: the same PTQ re-run (after the fix)
+            f = RESULTS / f"ptq-{arch}-{setting}{fix}.json"
     else:
         return None
     return f if f.is_file() else None

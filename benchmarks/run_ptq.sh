@@ -5,6 +5,8 @@
 #   ONLY="w8-wonly w4a8" bash benchmarks/run_ptq.sh mbt2018-mean   # only those settings
 #   ONLY=fmpq-8x-a10-g_s bash benchmarks/run_ptq.sh   # FMPQ's 8x allocation (run_fmpq.py) with
 #     g_s's input activations at 10 bit: the PTQ counterpart of run_qat.sh's A_GS=10 rows
+#   ONLY="fmpq-8x fmpq-4x-dp-monotone" ...  # an allocation as run_fmpq.py wrote it (dp, or
+#     dp-monotone), PTQ'd as run_fmpq.py does (same calibration): re-runs its PTQ evaluation
 #   SUFFIX=-ar-latent-fix ONLY=w8a8 bash benchmarks/run_ptq.sh cheng2020-anchor   # names get
 #     SUFFIX (ptq-cheng2020-anchor-w8a8-ar-latent-fix.json): a re-run after a fix, beside the
 #     earlier file
@@ -28,7 +30,10 @@ for arch in "${archs[@]}"; do
   extra=()
   for r in 4x 6x 8x; do  # where run_fmpq.py wrote the allocation
     f=$OUT/fmpq-$arch-dp-$r.json
-    [[ ! -f $f ]] || extra+=("--bit-config $f --layer-a-bits re:^g_s(\.|$)=10:fmpq-$r-a10-g_s")
+    [[ ! -f $f ]] || extra+=("--bit-config $f --layer-a-bits re:^g_s(\.|$)=10:fmpq-$r-a10-g_s"
+                             "--bit-config $f:fmpq-$r")
+    f=$OUT/fmpq-$arch-dp-monotone-$r.json
+    [[ ! -f $f ]] || extra+=("--bit-config $f:fmpq-$r-dp-monotone")
   done
   for s in "${settings[@]}" "${extra[@]}"; do
     [[ -n ${ONLY:-} || $s != *fmpq-* ]] || continue  # only when asked for by name
