@@ -445,7 +445,8 @@ def qat_section() -> str:
         if any(n.endswith(_FIX_SUFFIX) for n in names):
             what.append("`…-ar-latent-fix`: trained and evaluated after session 14's fix of the "
                         "decoded-latent grid (`NAME_SFX=-ar-latent-fix run_qat.sh …`; the other "
-                        "rows of a joint autoregressive model predate it)")
+                        "rows of a joint autoregressive model predate it; the PTQ column of these rows: "
+                        "`ptq-<arch>-<setting>.json`, `SUFFIX=-ar-latent-fix ONLY=… run_ptq.sh`)")
         if any(n.startswith("fmpq-8x-a10-g_s") for n in names):
             what.append("`fmpq-8x-a10-g_s-…`: the 8× allocation's weights with g_s's input "
                         "activations at 10 bit, `A_GS=10 run_qat.sh long 8x`")
