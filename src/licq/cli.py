@@ -214,15 +214,20 @@ def cmd_ptq(args: argparse.Namespace) -> int:
     if over:
         configs = _apply_layer_a_bits(over, configs, points)
         setting += "-a" + "-a".join(f"{b}({k})" for k, b in over.items())
+    if args.equalize is not None:
+        setting += f"-eq{args.equalize}"
     calib = args.calib_dir or default_calibration_dir()
     sizes, seconds = [], []
     for p, cfg in zip(points, configs, strict=True):
         r = post_training_quantize(p.model, cfg, calib, num_crops=args.calib_crops,
                                    patch_size=args.calib_size, seed=args.calib_seed,
-                                   progress=not args.no_progress)
+                                   progress=not args.no_progress, equalize=args.equalize,
+                                   lmbda=_point_lambda(args, p))
         sec = r.calibration.seconds if r.calibration else 0.0
         p.info.update({"bit_config": cfg.to_dict(), "size": r.size.as_dict(),
                        "calibration_seconds": sec})
+        if r.equalization is not None:
+            p.info["equalization"] = r.equalization
         sizes.append(r.size)
         seconds.append(sec)
         _log(f"q{p.quality}: {r.size.model_bytes:,.0f} B, model ratio {r.size.ratio:.3f}x, weight "
@@ -291,7 +296,7 @@ def _qat_settings(args: argparse.Namespace):  # noqa: ANN202
         dyn["dynamic_candidates"] = tuple(args.candidates)
     return replace(base, spec=spec, scale_lr=args.scale_lr, zero_point_lr=args.zp_lr,
                    calib_crops=args.calib_crops, calib_size=args.calib_size,
-                   calib_seed=args.calib_seed, **dyn)
+                   calib_seed=args.calib_seed, equalize=args.equalize, **dyn)
 
 
 def cmd_qat(args: argparse.Namespace) -> int:
@@ -373,6 +378,8 @@ def cmd_qat(args: argparse.Namespace) -> int:
                        "calibration_seconds": run.calibration_seconds, "run_dir": str(out),
                        # a run trained by an earlier command (--no-eval shares) keeps its own
                        "train_provenance": run.provenance})
+        if run.equalization is not None:
+            p.info["equalization"] = run.equalization
         runs.append(run)
         _log(f"q{p.quality}: QAT {run.steps} steps, {run.train_seconds:.0f}s; weight ratio "
              f"{run.size.weight_ratio:.3f}x, model ratio {run.size.ratio:.3f}x")
@@ -444,8 +451,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     fp32_hash = model_hash(point.model)
     sizes = infer_args(get_adapter(arch), point.model.state_dict())
     if args.qat_run:
-        if args.layer_a_bits:
-            raise ValueError("--layer-a-bits applies to a PTQ config; a QAT run keeps its own")
+        if args.layer_a_bits or args.equalize is not None:
+            raise ValueError("--layer-a-bits / --equalize apply to a PTQ config; a QAT run keeps "
+                             "its own")
         run = load_qat_result(point.model, args.qat_run)
         config, size, source = run.config, run.size, f"QAT run {args.qat_run}"
     else:
@@ -455,7 +463,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         config = _apply_layer_a_bits(_layer_a_bits(args), configs, [point])[0]
         r = post_training_quantize(point.model, config, args.calib_dir or _default_calib(),
                                    num_crops=args.calib_crops, patch_size=args.calib_size,
-                                   seed=args.calib_seed, progress=not args.no_progress)
+                                   seed=args.calib_seed, progress=not args.no_progress,
+                                   equalize=args.equalize, lmbda=_point_lambda(args, point))
         size, source = r.size, f"PTQ {setting}"
     model = point.model.eval()
     nbytes = export_packed(model, args.output, arch=arch, sizes=sizes, config=config,
@@ -837,7 +846,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         **common, name="licq-default-ptq-w8a8", output=out / "default-ptq-w8a8.json",
         w_bits=8, a_bits=8, weight_only=False, bit_config=None, observer="minmax",
         a_observer="mse", gdn_bits=None, layer_a_bits=None, calib_dir=None, calib_crops=32,
-        calib_size=256, calib_seed=0))
+        calib_size=256, calib_seed=0, equalize=None))
     fp32 = read_results(out / "default-fp32.json")
     ptq = read_results(out / "default-ptq-w8a8.json")
     plot_rd([fp32, ptq], out / "rd-default.png", title="embedded default, bundled images")
@@ -874,6 +883,35 @@ def _add_calib_args(s: argparse.ArgumentParser, crops: int = 32) -> None:
     s.add_argument("--calib-crops", type=int, default=crops)
     s.add_argument("--calib-size", type=int, default=256)
     s.add_argument("--calib-seed", type=int, default=0)
+
+
+def _add_equalize_arg(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--equalize", type=_equalize_arg, metavar="ALPHA|auto",
+                   help="rescale channels before quantizing so activation ranges are even "
+                   "(SmoothQuant-style α in [0, 1]; auto: the α of 0.25/0.5/0.75/1 or none with "
+                   "the lowest RD loss on held-out training crops)")
+
+
+def _equalize_arg(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        alpha = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'auto', got {text!r}"
+                                         ) from None
+    if not 0.0 <= alpha <= 1.0:
+        raise argparse.ArgumentTypeError(f"α must be in [0, 1], got {alpha}")
+    return alpha
+
+
+def _point_lambda(args: argparse.Namespace, point) -> float | None:  # noqa: ANN001
+    """The RD loss λ of a model point: --lambda where the command has it, else its quality's."""
+    from licq.models import lambda_for
+
+    if getattr(args, "lmbda", None) is not None:
+        return args.lmbda
+    return lambda_for(point.quality, getattr(args, "metric", "mse")) if point.quality else None
 
 
 def _add_bits_args(s: argparse.ArgumentParser, bit_config_help: str) -> None:
@@ -921,6 +959,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_args(s)
     _add_bits_args(s, "per-layer bit config JSON (one, or one per model)")
     _add_calib_args(s)
+    _add_equalize_arg(s)
     s.set_defaults(func=cmd_ptq)
 
     s = sub.add_parser("qat", help="quantization-aware training on the RD loss + evaluation")
@@ -966,6 +1005,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--retrain", action="store_true", help="ignore finished runs and checkpoints")
     s.add_argument("--no-eval", action="store_true", help="train only")
     _add_calib_args(s)
+    _add_equalize_arg(s)
     s.set_defaults(func=cmd_qat)
 
     s = sub.add_parser("export", help="packed low-bit model file (.safetensors)")
@@ -975,6 +1015,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--onnx", type=Path, help="also write g_a/h_a/g_s/h_s as QDQ ONNX into this folder")
     _add_bits_args(s, "per-layer bit config JSON (PTQ)")
     _add_calib_args(s)
+    _add_equalize_arg(s)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_export)

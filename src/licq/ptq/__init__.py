@@ -1,6 +1,7 @@
-"""Post-training quantization: calibration."""
+"""Post-training quantization: calibration, equalization."""
 
 from licq.ptq.calibrate import CalibrationStats, calibrate, calibrate_on_folder
+from licq.ptq.equalize import equalize_, equalize_for_config
 from licq.ptq.pipeline import PTQResult, post_training_quantize
 
 __all__ = [
@@ -8,5 +9,7 @@ __all__ = [
     "PTQResult",
     "calibrate",
     "calibrate_on_folder",
+    "equalize_",
+    "equalize_for_config",
     "post_training_quantize",
 ]

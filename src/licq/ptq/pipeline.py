@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from licq.api import LayerQConfig, QuantConfig, quantize_
 from licq.ptq.calibrate import CalibrationStats, calibrate_on_folder
+from licq.ptq.equalize import equalize_for_config
 from licq.quant.size import SizeReport, model_size
 
 
@@ -18,6 +19,7 @@ class PTQResult:
     resolved: dict[str, LayerQConfig | None]
     size: SizeReport
     calibration: CalibrationStats | None
+    equalization: dict | None = None
 
 
 def post_training_quantize(
@@ -30,14 +32,26 @@ def post_training_quantize(
     patch_size: int = 256,
     seed: int = 0,
     progress: bool = True,
+    equalize: float | str | None = None,
+    lmbda: float | None = None,
 ) -> PTQResult:
     """Quantize ``model`` in place with ``config`` and calibrate its activations.
 
     Calibration uses ``num_crops`` seeded random crops from ``calib_dir`` (training images, never
     the evaluation set). Weight-only configs need no calibration data. The entropy models' CDF
     tables are rebuilt with ``update(force=True)`` so the quantized model codes real bitstreams.
+    ``equalize`` (an α, or ``"auto"``, which needs the RD loss's ``lmbda``) first rescales the
+    float model's channels (:mod:`licq.ptq.equalize`) on the same calibration crops.
     """
     size = model_size(model, config)
+    eq = None
+    if equalize is not None:
+        if calib_dir is None:
+            raise ValueError("equalization needs calibration images (--calib-dir)")
+        if equalize == "auto" and lmbda is None:
+            raise ValueError("equalize='auto' chooses α by the RD loss: give lmbda")
+        eq = equalize_for_config(model, config, equalize, calib_dir, lmbda=lmbda or 0.0,
+                                 num_crops=num_crops, patch_size=patch_size, seed=seed)
     resolved = quantize_(model, config)
     needs_calibration = any(c is not None and c.a_bits is not None for c in resolved.values())
     stats = None
@@ -48,4 +62,4 @@ def post_training_quantize(
                                     patch_size=patch_size, seed=seed, progress=progress)
     model.eval()
     model.update(force=True)
-    return PTQResult(model, resolved, size, stats)
+    return PTQResult(model, resolved, size, stats, eq)

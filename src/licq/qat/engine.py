@@ -29,6 +29,7 @@ from licq.data import CropSampler
 from licq.errors import CheckpointError
 from licq.models.loading import resize_entropy_tables
 from licq.ptq.calibrate import calibrate_on_folder
+from licq.ptq.equalize import equalize_for_config
 from licq.qat.loop import TrainConfig, Trainer
 from licq.qat.quantizers import QATSpec, freeze_qat, prepare_qat
 from licq.quant.fake_quant import FakeQuantize
@@ -45,6 +46,9 @@ class QATSettings:
         pin_8bit_groups: adapter groups forced to W8A8 (e.g. the hyper-transforms).
         pin_8bit_first_layers: the first layer of g_a and of g_s at W8A8 (DynaQuant's setting).
         calib_crops / calib_size / calib_seed: activation calibration before training.
+        equalize: rescale the float model's channels first (an α, or ``"auto"``: chosen by the
+            RD loss on held-out training crops; :mod:`licq.ptq.equalize`), on the calibration
+            crops.
     """
 
     spec: QATSpec = field(default_factory=QATSpec)
@@ -57,6 +61,8 @@ class QATSettings:
     calib_crops: int = 32
     calib_size: int = 256
     calib_seed: int = 0
+    # activation-range equalization before quantizing (licq.ptq.equalize): an α, "auto", or None
+    equalize: float | str | None = None
     # DynaQuant DBWS (licq.dynamic): per-image bit-widths from these candidates, loss + γ·L_bits
     dynamic_candidates: tuple[int, ...] | None = None
     bits_weight: float = 0.01  # γ
@@ -140,6 +146,8 @@ class QATRun:
     out_dir: Path
     #: the command, commit, date and machine that trained it (``meta["provenance"]``), if given
     provenance: dict | None = None
+    #: what activation-range equalization did before quantizing (``None``: not asked)
+    equalization: dict | None = None
 
 
 FINAL = "model.pth.tar"
@@ -172,6 +180,12 @@ def qat_quantize(
     if adapter is not None:
         config = pin_8bit(model, adapter, config, settings)
     size = model_size(model, config)
+    equalization = None
+    if settings.equalize is not None:  # (a resumed run's checkpoint then overwrites the weights)
+        equalization = equalize_for_config(
+            model, config, settings.equalize, calib_dir or train_dir, lmbda=train.lmbda, metric=train.metric,
+            num_crops=settings.calib_crops, patch_size=settings.calib_size,
+            seed=settings.calib_seed)
     resolved = quantize_(model, config)
     extra_loss = on_step = None
     selector_params: list[nn.Parameter] = []
@@ -200,6 +214,8 @@ def qat_quantize(
               {"params": selector_params, "lr": settings.selector_lr}]
     sampler = CropSampler(train_dir, patch_size=train.patch_size, seed=train.seed)
     meta = {"bit_config": config.to_dict(), "qat": settings.as_dict(), **(meta or {})}
+    if equalization is not None:
+        meta["equalization"] = equalization
     trainer = Trainer(model, sampler, train, out_dir, meta=meta, extra_param_groups=groups,
                       device=device, extra_loss=extra_loss, on_step=on_step)
     ckpt = out_dir / Trainer.CHECKPOINT
@@ -224,7 +240,7 @@ def qat_quantize(
                    "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (out_dir / SUMMARY).write_text(json.dumps(summary, indent=1, default=str) + "\n")
     return QATRun(model, config, size, state.step, state.elapsed, calib_seconds, state.last,
-                  out_dir, meta.get("provenance"))
+                  out_dir, meta.get("provenance"), equalization)
 
 
 def load_qat_result(model: nn.Module, out_dir: str | os.PathLike) -> QATRun:
@@ -248,7 +264,7 @@ def load_qat_result(model: nn.Module, out_dir: str | os.PathLike) -> QATRun:
     model.eval()
     return QATRun(model, config, size, summary["steps"], summary["train_seconds"],
                   summary["calibration_seconds"], summary["last"], out_dir,
-                  summary.get("provenance"))
+                  summary.get("provenance"), summary.get("equalization"))
 
 
 def load_quantized_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
