@@ -29,6 +29,8 @@
 #   A_GS=10 COSINE_LR=1e-4 STEPS=4800 bash benchmarks/run_qat.sh long 8x  # the same, with g_s's
 #     input activations at 10 bit (--layer-a-bits; the weights and size are the allocation's)
 #     -> qat-<arch>-fmpq-8x-a10-g_s-s4800-cosine1e-4.json
+#   EQ=auto COSINE_LR=1e-4 STEPS=4800 bash benchmarks/run_qat.sh long 8x  # --equalize auto first
+#     -> qat-<arch>-fmpq-8x-eq-auto-s4800-cosine1e-4.json (also main: EQ=auto ... main w8a8)
 #   NAME_SFX=-ar-latent-fix ...: that suffix on every results and run name (a re-run after a
 #     fix, beside the earlier results)
 #   CKPT_EVERY=N: a training checkpoint every N steps (default 100; the last step always saves one)
@@ -93,6 +95,10 @@ SCHED=() CSFX=
 # A_GS=10 (long): g_s's input activations at that precision; names get -a<A_GS>-g_s
 ABITS=() ASFX=
 [[ -z ${A_GS:-} ]] || { ABITS=(--layer-a-bits "re:^g_s(\.|$)=$A_GS"); ASFX=-a$A_GS-g_s; }
+# EQ=auto (main, long; or an α): --equalize (licq.ptq.equalize) before quantizing; names get
+# -eq-<EQ> after the allocation's name
+EQA=() ESFX=
+[[ -z ${EQ:-} ]] || { EQA=(--equalize "$EQ"); ESFX=-eq-$EQ; }
 seed_from() {  # seed_from SRC DST: DST's runs start from SRC's final training checkpoints
   local src=runs/qat/$ARCH-$1$NSFX dst=runs/qat/$ARCH-$2$NSFX
   [[ ! -d $dst ]] || return 0  # seeded before (it resumes from its own checkpoints)
@@ -112,11 +118,11 @@ case $mode in
     [[ ${#items[@]} -gt 0 ]] || items=(w8a8 6x 4x 8x)
     for it in "${items[@]}"; do
       case $it in
-        w8a8) run w8a8 --preset fmpq --w-bits 8 --a-bits 8 ;;
+        w8a8) run "w8a8$ESFX" --preset fmpq --w-bits 8 --a-bits 8 "${EQA[@]}" ;;
         4x|6x|8x)
           [[ -f $(fmpq "$it") ]] || {
             echo "$(fmpq "$it"): no allocation (run_fmpq.py --arch $ARCH --methods $ALLOC)" >&2; exit 2; }
-          run "fmpq-$it$MSFX" --preset fmpq --bit-config "$(fmpq "$it")" ;;
+          run "fmpq-$it$MSFX$ESFX" --preset fmpq --bit-config "$(fmpq "$it")" "${EQA[@]}" ;;
         *) echo "unknown main step $it" >&2; exit 2 ;;
       esac
     done
@@ -135,8 +141,8 @@ case $mode in
     [[ ${#ratios[@]} -gt 0 ]] || ratios=(6x 8x 4x)
     for r in "${ratios[@]}"; do
       [[ -z ${FROM:-} ]] || seed_from "fmpq-$r$MSFX-s$FROM" "fmpq-$r$MSFX-s$STEPS"
-      run "fmpq-$r$MSFX$ASFX-s$STEPS$CSFX" --preset fmpq --bit-config "$(fmpq "$r")" "${SCHED[@]}" \
-        "${ABITS[@]}"
+      run "fmpq-$r$MSFX$ASFX$ESFX-s$STEPS$CSFX" --preset fmpq --bit-config "$(fmpq "$r")" \
+        "${SCHED[@]}" "${ABITS[@]}" "${EQA[@]}"
     done
     ;;
   decay)  # FROM=4800 STEPS=6000 bash benchmarks/run_qat.sh decay 8x: continue fmpq-8x-s4800's
