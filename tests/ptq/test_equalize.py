@@ -85,7 +85,8 @@ def test_alpha_one_gives_every_channel_the_same_range():
     _skewed(model)
     x = torch.rand(2, 3, 64, 64)
     before = _input_ranges(model, x)
-    spread = {n: float(a.max() / a.median()) for n, a in before.items()}
+    live = {n: a > 1e-6 * a.max() for n, a in before.items()}  # ReLU-dead channels excluded
+    spread = {n: float(a[live[n]].max() / a[live[n]].median()) for n, a in before.items()}
     assert max(spread.values()) > 5  # something to equalize
     report = equalize_(model, [x], 1.0)
     after = _input_ranges(model, x)  # measured again, not taken from the report
@@ -93,6 +94,7 @@ def test_alpha_one_gives_every_channel_the_same_range():
         if n.startswith("g_"):  # GDN producers: β's floor may bound s; here it has room
             torch.testing.assert_close(a / a.max(), torch.ones_like(a), rtol=1e-3, atol=1e-3)
         assert report.spread_before[n] == pytest.approx(spread[n], rel=1e-4)
+        a = a[live[n]]
         assert report.spread_after[n] == pytest.approx(float(a.max() / a.median()), rel=1e-3)
 
 
@@ -156,3 +158,20 @@ def test_equalize_argument():
             _equalize_arg(bad)
     with pytest.raises(ValueError, match="alpha"):
         equalize_(tiny_model("bmshj2018-hyperprior"), [torch.rand(1, 3, 64, 64)], 2.0)
+
+
+def test_dead_channels_do_not_block_the_others():
+    """Channels that a ReLU always zeroes have a_c = 0; they must not drag the normalisation so
+    far that every live channel hits the same clamp (which would equalize nothing)."""
+    model = tiny_model("bmshj2018-hyperprior")
+    _skewed(model)
+    with torch.no_grad():  # h_a.0's channels 0-2 always negative: dead after the ReLU
+        model.h_a[0].weight[:3].zero_()
+        model.h_a[0].bias[:3] = -1.0
+    x = torch.rand(2, 3, 64, 64)
+    report = equalize_(model, [x], 1.0)
+    a = _input_ranges(model, x)["h_a.2"]
+    live = a[3:]
+    assert (a[:3] == 0).all()
+    torch.testing.assert_close(live / live.max(), torch.ones_like(live), rtol=1e-3, atol=1e-3)
+    assert report.spread_after["h_a.2"] == pytest.approx(1.0, abs=1e-3)

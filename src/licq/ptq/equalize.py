@@ -47,7 +47,7 @@ _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 @dataclass
 class EqualizationReport:
     """What :func:`equalize_` changed: per consumer layer, the spread of its input-channel ranges
-    (max/median of a_c) before and after."""
+    (max/median of a_c over the channels that are not always 0) before and after."""
 
     alpha: float
     spread_before: dict[str, float] = field(default_factory=dict)
@@ -161,18 +161,24 @@ def equalize_(
     for _pname, prod, cname, cons in pairs:
         if cname not in amax:
             raise RuntimeError(f"equalization never saw layer {cname!r}'s input")
-        a = amax[cname].clamp_min(1e-8)
+        a = amax[cname]
+        # dead channels (always 0 after a ReLU) take the smallest s: their weights shrink, and
+        # they are left out of the normalisation, which they would otherwise drag towards 0
+        alive = a > 1e-6 * a.max()
+        a = a.clamp_min(1e-8)
         ax = _in_axis(cons)
         w = cons.weight.detach().abs().movedim(ax, 0).flatten(1).amax(dim=1).clamp_min(1e-8)
         s = a.pow(alpha) / w.pow(1.0 - alpha)
-        s = s / s.log().mean().exp()  # geometric mean 1: no overall drift of magnitudes
+        if alive.any():  # geometric mean 1 over the live channels: no overall drift
+            s = s / s[alive].log().mean().exp()
         s = s.clamp(1.0 / max_scale, max_scale)
         if isinstance(prod, GDN):  # keep every rescaled β above its reparametrisation's floor
             s = s.clamp(*_gdn_scale_limits(prod))
         _scale_producer(prod, 1.0 / s)
         cons.weight.mul_(s.to(cons.weight.dtype).reshape(_shape(ax, cons.weight.ndim)))
-        report.spread_before[cname] = float(a.max() / a.median())
-        a2 = a / s
+        live = a[alive] if alive.any() else a  # the spread of the channels that carry data
+        report.spread_before[cname] = float(live.max() / live.median())
+        a2 = live / s[alive] if alive.any() else a / s
         report.spread_after[cname] = float(a2.max() / a2.median())
     return report
 
