@@ -581,7 +581,7 @@ def _train_code(r: dict) -> str:
     commits = [(pt.get("train_provenance") or {}).get("commit") for pt in r["licq"]["points"]]
     if not commits or not all(commits):
         return _code_label(r["licq"]["commit"])
-    return ", ".join(_code_label(c) for c in dict.fromkeys(commits))
+    return ", ".join(dict.fromkeys(_code_label(c) for c in commits))  # (+dirty: same label)
 
 
 def _code_label(commit: str) -> str:
