@@ -340,6 +340,8 @@ def _goal(base: str) -> float | None:
 
 # a row name's budget/schedule suffix: -s1200, -s6000-decay4800, -s2400-cosine1e-4
 _BUDGET_SUFFIX = r"-s\d+(?:-decay\d+|-cosine[0-9.e+-]+)?"
+# another training seed (run_qat.sh SEED=N), after the budget and before -ar-latent-fix
+_SEED_SUFFIX = r"-seed\d+"
 
 
 # a row re-run after session 14's fix of the joint autoregressive models' decoded-latent grid
@@ -350,7 +352,7 @@ def _budget_base(setting: str) -> str:
     """``fmpq-6x-s1200`` (or ``fmpq-8x-s6000-decay4800``, ``fmpq-8x-s2400-cosine1e-4``, or any
     of these ending in ``-ar-latent-fix``) -> ``fmpq-6x`` (a main setting trained for another
     step budget or lr schedule, or after the fix)."""
-    core = setting.removesuffix(_FIX_SUFFIX)
+    core = re.sub(_SEED_SUFFIX + "$", "", setting.removesuffix(_FIX_SUFFIX))
     m = re.fullmatch(rf"(.+){_BUDGET_SUFFIX}", core)
     base = m.group(1) if m else core
     return base if base in QAT_MAIN else setting
@@ -365,7 +367,8 @@ def _control_for(arch: str, setting: str) -> Path | None:
     row (``fp32_finetune_control.sh``): ``finetune-fp32-control.json`` for the anchor's 300-step
     rows, ``finetune-fp32-control-s1200-cosine1e-4.json`` for ``…-s1200-cosine1e-4``,
     ``finetune-fp32-control-<arch>….json`` for another architecture; None if there is none."""
-    m = re.search(rf"{_BUDGET_SUFFIX}$", setting.removesuffix(_FIX_SUFFIX))  # FP32: no fix
+    core = re.sub(_SEED_SUFFIX + "$", "", setting.removesuffix(_FIX_SUFFIX))  # FP32: no fix
+    m = re.search(rf"{_BUDGET_SUFFIX}$", core)
     f = RESULTS / f"{_control_prefix(arch)}{m.group(0) if m else ''}.json"
     return f if f.is_file() else None
 
@@ -477,6 +480,9 @@ def qat_section() -> str:
                         "decoded-latent grid (`NAME_SFX=-ar-latent-fix run_qat.sh …`; the other "
                         "rows of a joint autoregressive model predate it; the PTQ column of these rows: "
                         "`ptq-<arch>-<setting>.json`, `SUFFIX=-ar-latent-fix ONLY=… run_ptq.sh`)")
+        if any(re.search(_SEED_SUFFIX, n) for n in names):
+            what.append("`…-seed<N>`: the same run with training seed N instead of 0 (crops and "
+                        "noise; same calibration), `SEED=N run_qat.sh …`")
         if any("-eq-auto" in n for n in names):
             what.append("`…-eq-auto`: activation-range equalization first (`--equalize auto`, "
                         "`EQ=auto run_qat.sh …`; see the PTQ section)")

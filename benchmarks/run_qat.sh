@@ -31,6 +31,8 @@
 #     -> qat-<arch>-fmpq-8x-a10-g_s-s4800-cosine1e-4.json
 #   EQ=auto COSINE_LR=1e-4 STEPS=4800 bash benchmarks/run_qat.sh long 8x  # --equalize auto first
 #     -> qat-<arch>-fmpq-8x-eq-auto-s4800-cosine1e-4.json (also main: EQ=auto ... main w8a8)
+#   SEED=1 ...: training seed 1 instead of 0 -> …-seed1 (e.g. SEED=1 NAME_SFX=-ar-latent-fix
+#     ALLOC=dp-monotone ARCH=cheng2020-anchor ... main 4x -> fmpq-4x-dp-monotone-seed1-ar-latent-fix)
 #   NAME_SFX=-ar-latent-fix ...: that suffix on every results and run name (a re-run after a
 #     fix, beside the earlier results)
 #   CKPT_EVERY=N: a training checkpoint every N steps (default 100; the last step always saves one)
@@ -99,6 +101,10 @@ ABITS=() ASFX=
 # -eq-<EQ> after the allocation's name
 EQA=() ESFX=
 [[ -z ${EQ:-} ]] || { EQA=(--equalize "$EQ"); ESFX=-eq-$EQ; }
+# SEED=N (main, long): another training seed (crops, noise; the calibration stays the same);
+# names get -seed<N> at the end (before NAME_SFX)
+SEEDA=() SSFX=
+[[ -z ${SEED:-} ]] || { SEEDA=(--seed "$SEED"); SSFX=-seed$SEED; }
 seed_from() {  # seed_from SRC DST: DST's runs start from SRC's final training checkpoints
   local src=runs/qat/$ARCH-$1$NSFX dst=runs/qat/$ARCH-$2$NSFX
   [[ ! -d $dst ]] || return 0  # seeded before (it resumes from its own checkpoints)
@@ -118,11 +124,12 @@ case $mode in
     [[ ${#items[@]} -gt 0 ]] || items=(w8a8 6x 4x 8x)
     for it in "${items[@]}"; do
       case $it in
-        w8a8) run "w8a8$ESFX" --preset fmpq --w-bits 8 --a-bits 8 "${EQA[@]}" ;;
+        w8a8) run "w8a8$ESFX$SSFX" --preset fmpq --w-bits 8 --a-bits 8 "${EQA[@]}" "${SEEDA[@]}" ;;
         4x|6x|8x)
           [[ -f $(fmpq "$it") ]] || {
             echo "$(fmpq "$it"): no allocation (run_fmpq.py --arch $ARCH --methods $ALLOC)" >&2; exit 2; }
-          run "fmpq-$it$MSFX$ESFX" --preset fmpq --bit-config "$(fmpq "$it")" "${EQA[@]}" ;;
+          run "fmpq-$it$MSFX$ESFX$SSFX" --preset fmpq --bit-config "$(fmpq "$it")" "${EQA[@]}" \
+            "${SEEDA[@]}" ;;
         *) echo "unknown main step $it" >&2; exit 2 ;;
       esac
     done
@@ -141,8 +148,8 @@ case $mode in
     [[ ${#ratios[@]} -gt 0 ]] || ratios=(6x 8x 4x)
     for r in "${ratios[@]}"; do
       [[ -z ${FROM:-} ]] || seed_from "fmpq-$r$MSFX-s$FROM" "fmpq-$r$MSFX-s$STEPS"
-      run "fmpq-$r$MSFX$ASFX$ESFX-s$STEPS$CSFX" --preset fmpq --bit-config "$(fmpq "$r")" \
-        "${SCHED[@]}" "${ABITS[@]}" "${EQA[@]}"
+      run "fmpq-$r$MSFX$ASFX$ESFX-s$STEPS$CSFX$SSFX" --preset fmpq --bit-config "$(fmpq "$r")" \
+        "${SCHED[@]}" "${ABITS[@]}" "${EQA[@]}" "${SEEDA[@]}"
     done
     ;;
   decay)  # FROM=4800 STEPS=6000 bash benchmarks/run_qat.sh decay 8x: continue fmpq-8x-s4800's
