@@ -87,6 +87,19 @@ def calibrate(model: nn.Module) -> Iterator[CalibrationStats]:
     stats.seconds = time.perf_counter() - t0
 
 
+def quantize_and_calibrate(model: nn.Module, config, batches: list[torch.Tensor]) -> dict:  # noqa: ANN001
+    """``quantize_(model, config)`` in place, then calibrate its activations (if any are
+    quantized) on ``batches``; returns the resolved per-layer configs."""
+    from licq.api import quantize_
+
+    resolved = quantize_(model, config)
+    if any(c is not None and c.a_bits is not None for c in resolved.values()):
+        with calibrate(model):
+            for x in batches:
+                model(x)
+    return resolved
+
+
 def calibrate_on_folder(
     model: nn.Module, root: str | os.PathLike, num_crops: int = 32, batch_size: int = 8,
     patch_size: int = 256, seed: int = 0, progress: bool = True,

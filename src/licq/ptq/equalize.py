@@ -228,9 +228,8 @@ def equalize_for_config(
         return {"requested": alpha, **report.to_json()}
     import copy
 
-    from licq.api import quantize_
-    from licq.ptq.calibrate import calibrate
-    from licq.qat.loss import RateDistortionLoss
+    from licq.ptq.calibrate import quantize_and_calibrate
+    from licq.qat.loss import RateDistortionLoss, mean_rd_loss
 
     heldout = _crops(calib_dir, heldout_crops, patch_size, seed + 1)
     crit = RateDistortionLoss(lmbda, metric)
@@ -240,14 +239,8 @@ def equalize_for_config(
         m = copy.deepcopy(model).eval()
         if alpha is not None:
             equalize_(m, calib, alpha)
-        resolved = quantize_(m, config)
-        if any(c is not None and c.a_bits is not None for c in resolved.values()):
-            with calibrate(m):
-                for x in calib:
-                    m(x)
-        m.eval()
-        n = sum(x.shape[0] for x in heldout)
-        return sum(crit(m(x), x)["loss"].item() * x.shape[0] for x in heldout) / n
+        quantize_and_calibrate(m, config, calib)
+        return mean_rd_loss(m, heldout, crit)
 
     tried = {a: rd_loss(a) for a in (None, *alphas)}
     best = min(tried, key=lambda a: tried[a])

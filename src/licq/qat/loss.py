@@ -45,3 +45,11 @@ class RateDistortionLoss(nn.Module):
             out["ms_ssim_loss"] = msssim
             out["loss"] = self.rate_weight * bpp + self.lmbda * (1 - msssim)
         return out
+
+
+@torch.no_grad()
+def mean_rd_loss(model: nn.Module, batches: list[Tensor], criterion: RateDistortionLoss) -> float:
+    """``criterion``'s loss of ``model`` (in eval mode) averaged over the images of ``batches``."""
+    model.eval()
+    n = sum(x.shape[0] for x in batches)
+    return sum(criterion(model(x), x)["loss"].item() * x.shape[0] for x in batches) / n

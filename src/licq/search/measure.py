@@ -8,10 +8,10 @@ import copy
 import torch
 import torch.nn as nn
 
-from licq.api import QuantConfig, quantize_
+from licq.api import QuantConfig
 from licq.data import CropSampler
-from licq.ptq.calibrate import calibrate
-from licq.qat.loss import RateDistortionLoss
+from licq.ptq.calibrate import quantize_and_calibrate
+from licq.qat.loss import RateDistortionLoss, mean_rd_loss
 from licq.search.sensitivity import SensitivitySettings
 
 
@@ -25,15 +25,8 @@ def measured_zeta(model: nn.Module, config: QuantConfig, settings: SensitivitySe
         batches.append(sampler.batch(min(settings.batch_size, left)))
         left -= settings.batch_size
     crit = RateDistortionLoss(settings.lmbda)
-    fp = model.eval()
     q = copy.deepcopy(model)
-    resolved = quantize_(q, config)
-    if any(c is not None and c.a_bits is not None for c in resolved.values()):
-        with calibrate(q):
-            for x in batches:
-                q(x)
-    q.eval()
-    n = sum(x.shape[0] for x in batches)
-    rd_fp = sum(crit(fp(x), x)["loss"].item() * x.shape[0] for x in batches) / n
-    rd_q = sum(crit(q(x), x)["loss"].item() * x.shape[0] for x in batches) / n
+    quantize_and_calibrate(q, config, batches)
+    rd_fp = mean_rd_loss(model, batches, crit)
+    rd_q = mean_rd_loss(q, batches, crit)
     return (rd_q - rd_fp) / rd_fp
