@@ -1,5 +1,6 @@
 import copy
 
+import pytest
 import torch
 
 from licq.api import QuantConfig, quantize_
@@ -29,10 +30,4 @@ def test_measured_zeta_is_the_rd_increase_of_the_whole_config(crop_dir):
     with torch.no_grad():
         fp = sum(crit(model.eval()(x), x)["loss"].item() * len(x) for x in batches) / 3
         qq = sum(crit(q.eval()(x), x)["loss"].item() * len(x) for x in batches) / 3
-    assert qq != fp and got == pytest_approx((qq - fp) / fp)
-
-
-def pytest_approx(v: float):  # noqa: ANN201
-    import pytest
-
-    return pytest.approx(v, rel=1e-6)
+    assert qq != fp and got == pytest.approx((qq - fp) / fp, rel=1e-6)
