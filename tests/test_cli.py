@@ -144,9 +144,10 @@ def test_search_failure_is_one_line(tmp_path, crop_dir, capsys):
     assert len(err) == 1 and "has no sensitivity" in err[0]
 
 
-def test_export_then_eval_packed_equals_ptq(tmp_path, crop_dir, image_dir, capsys):
+@pytest.mark.parametrize("equalize", [[], ["--equalize", "0.5"]])
+def test_export_then_eval_packed_equals_ptq(tmp_path, crop_dir, image_dir, capsys, equalize):
     common = ["--calib-dir", str(crop_dir), "--calib-crops", "4", "--calib-size", "64",
-              "--no-progress"]
+              "--no-progress", *equalize]
     packed = tmp_path / "q2-w4a8.safetensors"
     assert main(["export", "-q", "2", "--w-bits", "4", "-o", str(packed), *common]) == 0
     assert "size accounting" in capsys.readouterr().out
@@ -157,6 +158,9 @@ def test_export_then_eval_packed_equals_ptq(tmp_path, crop_dir, image_dir, capsy
     a, b = read_results(tmp_path / "packed.json"), read_results(tmp_path / "ptq.json")
     assert a["results"]["bpp"] == b["results"]["bpp"]  # same bitstreams
     assert a["results"]["psnr-rgb"] == b["results"]["psnr-rgb"]
+    if equalize:  # the packed file is just other float weights: nothing new to deploy
+        assert b["licq"]["setting"].endswith("-eq0.5")
+        assert b["licq"]["points"][0]["equalization"]["alpha"] == 0.5
 
 
 def test_qat_command_smoke(tmp_path, crop_dir, image_dir, capsys, monkeypatch):

@@ -182,3 +182,18 @@ def test_two_process_ddp_equals_one_process_with_the_global_batch(tmp_path, crop
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
         moved += int(not torch.equal(a[k], start[k]))
     assert moved > 10  # training changed weights and quantizer parameters
+
+
+def test_qat_with_equalization_records_it_and_reloads(tmp_path, crop_dir):
+    settings = QATSettings(spec=PRESETS["fmpq"].settings.spec, calib_crops=4, calib_size=64,
+                           equalize=0.5)
+    model = tiny_model(ARCH)
+    run = qat_quantize(model, QuantConfig.uniform(8, 8), settings, _train_cfg(2),
+                       train_dir=crop_dir, out_dir=tmp_path, progress=False)
+    assert run.equalization["alpha"] == 0.5 and "g_s.2" in run.equalization["layers"]
+    again = load_qat_result(tiny_model(ARCH), tmp_path)
+    assert again.equalization == run.equalization
+    a, b = run.model.state_dict(), again.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the equalized weights are what was trained: g_s.2's input channels were rescaled
+    assert not torch.equal(a["g_s.2.weight"], tiny_model(ARCH).state_dict()["g_s.2.weight"])

@@ -49,7 +49,8 @@ def post_training_quantize(
         if calib_dir is None:
             raise ValueError("equalization needs calibration images (--calib-dir)")
         if equalize == "auto" and lmbda is None:
-            raise ValueError("equalize='auto' chooses α by the RD loss: give lmbda")
+            raise ValueError("equalize='auto' chooses α by the RD loss: give lmbda (licq: the "
+                             "model's quality, -q)")
         eq = equalize_for_config(model, config, equalize, calib_dir, lmbda=lmbda or 0.0,
                                  num_crops=num_crops, patch_size=patch_size, seed=seed)
     resolved = quantize_(model, config)

@@ -183,9 +183,9 @@ def qat_quantize(
     equalization = None
     if settings.equalize is not None:  # (a resumed run's checkpoint then overwrites the weights)
         equalization = equalize_for_config(
-            model, config, settings.equalize, calib_dir or train_dir, lmbda=train.lmbda, metric=train.metric,
-            num_crops=settings.calib_crops, patch_size=settings.calib_size,
-            seed=settings.calib_seed)
+            model, config, settings.equalize, calib_dir or train_dir, lmbda=train.lmbda,
+            metric=train.metric, num_crops=settings.calib_crops,
+            patch_size=settings.calib_size, seed=settings.calib_seed)
     resolved = quantize_(model, config)
     extra_loss = on_step = None
     selector_params: list[nn.Parameter] = []
