@@ -183,18 +183,6 @@ def equalize_(
     return report
 
 
-def equalize_on_folder(
-    model: nn.Module, root: str | os.PathLike, alpha: float = 0.5, num_crops: int = 32,
-    batch_size: int = 8, patch_size: int = 256, seed: int = 0,
-) -> EqualizationReport:
-    """:func:`equalize_` on ``num_crops`` seeded crops of ``root`` (the calibration crops)."""
-    sampler = CropSampler(root, patch_size=patch_size, seed=seed, flip=False)
-    batches = []
-    for start in range(0, num_crops, batch_size):
-        batches.append(sampler.batch(min(batch_size, num_crops - start)))
-    return equalize_(model, batches, alpha)
-
-
 #: the α grid ``equalize="auto"`` tries (and no equalization at all)
 AUTO_ALPHAS = (0.25, 0.5, 0.75, 1.0)
 
