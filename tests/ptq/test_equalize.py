@@ -129,7 +129,7 @@ def test_auto_keeps_the_lowest_heldout_rd_loss(crop_dir):
     assert set(tried) == {"none", "0.25", "0.5", "0.75", "1.0"}
     best = min(tried, key=tried.get)
     assert info["alpha"] == (None if best == "none" else float(best))
-    # a fixed α records what it did; α = 0 leaves activations as they are (s = 1 / w only)
+    # a fixed α records what it did
     fixed = equalize_for_config(copy.deepcopy(model), cfg, 0.5, crop_dir, lmbda=0.0067,
                                 num_crops=4, patch_size=64)
     assert fixed["alpha"] == 0.5 and set(fixed["layers"]) >= {"g_s.2", "h_s.4"}

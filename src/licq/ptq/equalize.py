@@ -19,9 +19,10 @@ Pairs handled (the consumer is a non-grouped ``Conv2d`` / ``ConvTranspose2d``):
 
 The scale follows SmoothQuant (Xiao et al., 2023): ``s_c = a_c^α / w_c^(1−α)``, with a_c the
 largest |input| of channel c over calibration crops (training images) and w_c the largest |weight|
-of the consumer's input channel c. α = 0 leaves activations alone and flattens the weights; α = 1
+of the consumer's input channel c. α = 0 looks at the weights only (every column the same range); α = 1
 gives every channel the same activation range (as per-channel activation quantization would),
-moving the spread into the weights. Scales are normalised to geometric mean 1.
+moving the spread into the weights. Scales are normalised to geometric mean 1 over the channels
+that carry data (a ReLU may zero some always; those take the smallest scale).
 
 Not handled (left as they are): inputs that are coded latents (ŷ, ẑ: g_s's and h_s's first
 layer; y into h_a), since their scale is the entropy coder's; GDN1 (|x| form); inputs of (I)GDN
