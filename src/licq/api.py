@@ -256,6 +256,12 @@ def quantize_(model: nn.Module, config: QuantConfig) -> dict[str, LayerQConfig |
     return resolved
 
 
+def quantizes_activations(resolved: dict[str, LayerQConfig | None]) -> bool:
+    """Whether a resolved ``layer -> config`` map (what :func:`quantize_` returns) quantizes any
+    input activation, i.e. whether the model needs calibration."""
+    return any(c is not None and c.a_bits is not None for c in resolved.values())
+
+
 def quantized_layers(model: nn.Module) -> dict[str, QuantLayer]:
     return {n: m for n, m in model.named_modules() if isinstance(m, QuantLayer)}
 

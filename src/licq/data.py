@@ -90,6 +90,10 @@ class CropSampler:
     def __len__(self) -> int:
         return len(self.images)
 
+    def batches(self, num: int, batch_size: int) -> list[Tensor]:
+        """``num`` crops as consecutive :meth:`batch` calls of at most ``batch_size`` each."""
+        return [self.batch(min(batch_size, num - s)) for s in range(0, num, batch_size)]
+
     def batch(self, n: int) -> Tensor:
         """``(n, 3, P, P)`` float crops in [0, 1]."""
         g, p = self.generator, self.patch_size

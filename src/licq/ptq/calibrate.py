@@ -90,10 +90,10 @@ def calibrate(model: nn.Module) -> Iterator[CalibrationStats]:
 def quantize_and_calibrate(model: nn.Module, config, batches: list[torch.Tensor]) -> dict:  # noqa: ANN001
     """``quantize_(model, config)`` in place, then calibrate its activations (if any are
     quantized) on ``batches``; returns the resolved per-layer configs."""
-    from licq.api import quantize_
+    from licq.api import quantize_, quantizes_activations
 
     resolved = quantize_(model, config)
-    if any(c is not None and c.a_bits is not None for c in resolved.values()):
+    if quantizes_activations(resolved):
         with calibrate(model):
             for x in batches:
                 model(x)

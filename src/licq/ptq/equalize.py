@@ -184,14 +184,10 @@ def equalize_(
     return report
 
 
+#: crops per forward pass while measuring ranges and held-out RD losses (calibration's default)
+_BATCH = 8
 #: the α grid ``equalize="auto"`` tries (and no equalization at all)
 AUTO_ALPHAS = (0.25, 0.5, 0.75, 1.0)
-
-
-def _crops(root: str | os.PathLike, num: int, patch_size: int, seed: int, batch_size: int = 8,
-           ) -> list[Tensor]:
-    sampler = CropSampler(root, patch_size=patch_size, seed=seed, flip=False)
-    return [sampler.batch(min(batch_size, num - s)) for s in range(0, num, batch_size)]
 
 
 @torch.no_grad()
@@ -210,7 +206,8 @@ def equalize_for_config(
     "auto" never does worse than leaving the model alone on those crops."""
     if equalize is None:
         return None
-    calib = _crops(calib_dir, num_crops, patch_size, seed)
+    calib = CropSampler(calib_dir, patch_size=patch_size, seed=seed,
+                        flip=False).batches(num_crops, _BATCH)
     if equalize != "auto":
         alpha = float(equalize)
         report = equalize_(model, calib, alpha)
@@ -220,7 +217,8 @@ def equalize_for_config(
     from licq.ptq.calibrate import quantize_and_calibrate
     from licq.qat.loss import RateDistortionLoss, mean_rd_loss
 
-    heldout = _crops(calib_dir, heldout_crops, patch_size, seed + 1)
+    heldout = CropSampler(calib_dir, patch_size=patch_size, seed=seed + 1,
+                          flip=False).batches(heldout_crops, _BATCH)
     crit = RateDistortionLoss(lmbda, metric)
     was_training = model.training
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from licq.api import LayerQConfig, QuantConfig, quantize_
+from licq.api import LayerQConfig, QuantConfig, quantize_, quantizes_activations
 from licq.ptq.calibrate import CalibrationStats, calibrate_on_folder
 from licq.ptq.equalize import equalize_for_config
 from licq.quant.size import SizeReport, model_size
@@ -54,7 +54,7 @@ def post_training_quantize(
         eq = equalize_for_config(model, config, equalize, calib_dir, lmbda=lmbda or 0.0,
                                  num_crops=num_crops, patch_size=patch_size, seed=seed)
     resolved = quantize_(model, config)
-    needs_calibration = any(c is not None and c.a_bits is not None for c in resolved.values())
+    needs_calibration = quantizes_activations(resolved)
     stats = None
     if needs_calibration:
         if calib_dir is None:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from licq.api import LayerQConfig, QuantConfig, quantize_
+from licq.api import LayerQConfig, QuantConfig, quantize_, quantizes_activations
 from licq.data import CropSampler
 from licq.errors import CheckpointError
 from licq.models.loading import resize_entropy_tables
@@ -203,7 +203,7 @@ def qat_quantize(
         def on_step(step: int) -> None:
             set_temperature(model, temperature(step, total, settings.tau0, settings.tau_min))
     calib_seconds = 0.0
-    if any(c is not None and c.a_bits is not None for c in resolved.values()):
+    if quantizes_activations(resolved):
         stats = calibrate_on_folder(model, calib_dir or train_dir, num_crops=settings.calib_crops,
                                     patch_size=settings.calib_size, seed=settings.calib_seed,
                                     progress=progress)

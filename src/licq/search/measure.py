@@ -18,12 +18,8 @@ from licq.search.sensitivity import SensitivitySettings
 @torch.no_grad()
 def measured_zeta(model: nn.Module, config: QuantConfig, settings: SensitivitySettings) -> float:
     """(RD_q − RD_FP) / RD_FP with every layer of ``config`` quantized at once."""
-    sampler = CropSampler(settings.calib_dir, patch_size=settings.patch_size, seed=settings.seed,
-                          flip=False)
-    batches, left = [], settings.num_crops
-    while left > 0:
-        batches.append(sampler.batch(min(settings.batch_size, left)))
-        left -= settings.batch_size
+    batches = CropSampler(settings.calib_dir, patch_size=settings.patch_size, seed=settings.seed,
+                          flip=False).batches(settings.num_crops, settings.batch_size)
     crit = RateDistortionLoss(settings.lmbda)
     q = copy.deepcopy(model)
     quantize_and_calibrate(q, config, batches)

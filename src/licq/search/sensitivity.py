@@ -288,13 +288,8 @@ def compute_sensitivity(
     names = list(layers) if layers is not None else quantizable_layer_names(model)
     modules = dict(model.named_modules())
     crit = RateDistortionLoss(settings.lmbda)
-    sampler = CropSampler(settings.calib_dir, patch_size=settings.patch_size, seed=settings.seed,
-                          flip=False)
-    batches = []
-    left = settings.num_crops
-    while left > 0:
-        batches.append(sampler.batch(min(settings.batch_size, left)))
-        left -= settings.batch_size
+    batches = CropSampler(settings.calib_dir, patch_size=settings.patch_size, seed=settings.seed,
+                          flip=False).batches(settings.num_crops, settings.batch_size)
 
     # Input ranges: each layer's input quantizer sees the float prefix, so one calibration of a
     # copy with every layer observing (weights at 16 bit, i.e. float) serves all trials.
