@@ -22,6 +22,7 @@ from pathlib import Path
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 import torch  # noqa: E402
+from baselines import baseline_checkpoint  # noqa: E402  (benchmarks/, the script's folder)
 
 from licq._provenance import provenance  # noqa: E402
 from licq.api import QuantConfig  # noqa: E402
@@ -33,13 +34,6 @@ from licq.qat.engine import PRESETS, qat_quantize  # noqa: E402
 from licq.qat.loss import RateDistortionLoss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def checkpoint(arch: str, quality: int, shared: Path) -> Path:
-    """The baseline ``benchmarks/baselines.sh`` uses for ``arch`` at ``quality``."""
-    if arch == "bmshj2018-hyperprior":
-        return shared / "baselines" / f"{arch}-N64M96-q{quality}.pth.tar"
-    return next((ROOT / "benchmarks/models").glob(f"{arch}-*-q{quality}.safetensors"))
 
 
 @torch.no_grad()
@@ -61,7 +55,7 @@ def main() -> None:
     torch.set_num_threads(1)
     q, lmbda, arch = args.quality, lambda_for(args.quality), args.arch
     train = args.shared / "data/train"
-    ckpt = checkpoint(arch, q, args.shared)
+    ckpt = baseline_checkpoint(arch, q, args.shared)
     alloc = ROOT / "benchmarks/results" / f"fmpq-{arch}-dp-{args.ratio}.json"
     point = next(p for p in json.loads(alloc.read_text())["licq"]["points"] if p["quality"] == q)
     cfg = QuantConfig.from_dict(point["bit_config"])

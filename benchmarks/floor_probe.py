@@ -37,6 +37,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from baselines import baseline_checkpoint  # benchmarks/, the script's folder
+
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,15 +51,7 @@ YHAT = {"bmshj2018-hyperprior": ["g_s.0"], "mbt2018-mean": ["g_s.0", "context_pr
 
 def baseline_ckpts(arch: str, shared: Path) -> list[str]:
     """The committed FP32 baselines, q1..q4 (as benchmarks/baselines.sh)."""
-    if arch == "bmshj2018-hyperprior":
-        return [str(shared / f"baselines/{arch}-N64M96-q{q}.pth.tar") for q in (1, 2, 3, 4)]
-    out = []
-    for q in (1, 2, 3, 4):
-        found = sorted((ROOT / "benchmarks/models").glob(f"{arch}-*-q{q}.safetensors"))
-        if len(found) != 1:
-            raise SystemExit(f"{arch} q{q}: {len(found)} baselines under benchmarks/models")
-        out.append(str(found[0]))
-    return out
+    return [str(baseline_checkpoint(arch, q, shared)) for q in (1, 2, 3, 4)]
 
 
 def groups_of(arch: str) -> list[str]:

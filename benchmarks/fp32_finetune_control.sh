@@ -9,6 +9,7 @@
 #     -> benchmarks/results/finetune-fp32-control-s2400.json
 #   ARCH=cheng2020-anchor bash benchmarks/fp32_finetune_control.sh  (another architecture's
 #     committed baselines, benchmarks/models/) -> finetune-fp32-control-cheng2020-anchor.json
+#   LATENT=mixed ...: --latent-rounding mixed -> finetune-fp32-control[-<arch>][-s…]-latent-mixed.json
 #   QUALITIES="1 2" ...: train only those (no evaluation), so two copies share the four
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,9 @@ if [[ -n ${COSINE_LR:-} ]]; then
   lr=(--lr "$COSINE_LR" --lr-schedule cosine) tag=-s$STEPS-cosine$COSINE_LR
   name="fp32-finetune-${STEPS}steps-cosine$COSINE_LR"
 fi
+# LATENT=mixed: --latent-rounding (the control of run_qat.sh's LATENT rows) -> …-latent-<LATENT>
+lat=()
+[[ -z ${LATENT:-} ]] || { lat=(--latent-rounding "$LATENT"); tag=$tag-latent-$LATENT; name=$name-latent-$LATENT; }
 ckpts=()
 for q in $QUALITIES; do
   out=runs/finetune-fp32$afx$tag/q$q
@@ -40,7 +44,7 @@ for q in $QUALITIES; do
   [[ ! -f $out/checkpoint.pth.tar ]] || resume=(--resume auto)
   [[ -f $out/model.pth.tar ]] || "$LICQ" train -a "$ARCH" "${size[@]}" -q "$q" \
     -d "$SHARED/data/train" -o "$out" --steps "$STEPS" "${lr[@]}" --threads 1 --no-progress \
-    --checkpoint-every 100 --init "${CKPTS[q - 1]}" "${resume[@]}"
+    --checkpoint-every 100 --init "${CKPTS[q - 1]}" "${lat[@]}" "${resume[@]}"
   ckpts+=("$out/model.pth.tar")
 done
 [[ ${#QS[@]} -ge 4 ]] || { echo "trained q $QUALITIES; run again without QUALITIES"; exit 0; }

@@ -21,6 +21,7 @@ from pathlib import Path
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 import torch  # noqa: E402
+from baselines import baseline_checkpoint  # noqa: E402  (benchmarks/, the script's folder)
 
 from licq._provenance import provenance  # noqa: E402
 from licq.api import QuantConfig  # noqa: E402
@@ -62,7 +63,7 @@ def main() -> None:
     prov = provenance()
     q = args.quality
     lmbda = lambda_for(q)
-    ckpt = args.train.parent.parent / "baselines" / f"{args.arch}-N64M96-q{q}.pth.tar"
+    ckpt = baseline_checkpoint(args.arch, q, args.train.parent.parent)
     points = json.loads(args.allocation.read_text())["licq"]["points"]
     cfg = QuantConfig.from_dict(next(p["bit_config"] for p in points if p["quality"] == q))
     x = CropSampler(args.train, patch_size=256, seed=1234, flip=False).batch(16)

@@ -31,6 +31,9 @@
 #     -> qat-<arch>-fmpq-8x-a10-g_s-s4800-cosine1e-4.json
 #   EQ=auto COSINE_LR=1e-4 STEPS=4800 bash benchmarks/run_qat.sh long 8x  # --equalize auto first
 #     -> qat-<arch>-fmpq-8x-eq-auto-s4800-cosine1e-4.json (also main: EQ=auto ... main w8a8)
+#   LATENT=mixed ...: --latent-rounding mixed (the synthesis fed the rounded latent while
+#     training) -> …-latent-mixed (e.g. LATENT=mixed ARCH=mbt2018-mean ... main w8a8
+#     -> qat-mbt2018-mean-w8a8-latent-mixed.json)
 #   SEED=1 ...: training seed 1 instead of 0 -> …-seed1 (e.g. SEED=1 NAME_SFX=-ar-latent-fix
 #     ALLOC=dp-monotone ARCH=cheng2020-anchor ... main 4x -> fmpq-4x-dp-monotone-seed1-ar-latent-fix)
 #   NAME_SFX=-ar-latent-fix ...: that suffix on every results and run name (a re-run after a
@@ -101,6 +104,11 @@ ABITS=() ASFX=
 # -eq-<EQ> after the allocation's name
 EQA=() ESFX=
 [[ -z ${EQ:-} ]] || { EQA=(--equalize "$EQ"); ESFX=-eq-$EQ; }
+# LATENT=mixed (main, long; or ste): --latent-rounding (licq.qat.loop.LATENT_ROUNDINGS: mixed
+# feeds the synthesis the rounded latent, the rate the noisy one); names get -latent-<LATENT>
+# after -eq-<EQ>
+LATA=() LSFX=
+[[ -z ${LATENT:-} ]] || { LATA=(--latent-rounding "$LATENT"); LSFX=-latent-$LATENT; }
 # SEED=N (main, long): another training seed (crops, noise; the calibration stays the same);
 # names get -seed<N> at the end (before NAME_SFX)
 SEEDA=() SSFX=
@@ -124,12 +132,13 @@ case $mode in
     [[ ${#items[@]} -gt 0 ]] || items=(w8a8 6x 4x 8x)
     for it in "${items[@]}"; do
       case $it in
-        w8a8) run "w8a8$ESFX$SSFX" --preset fmpq --w-bits 8 --a-bits 8 "${EQA[@]}" "${SEEDA[@]}" ;;
+        w8a8) run "w8a8$ESFX$LSFX$SSFX" --preset fmpq --w-bits 8 --a-bits 8 "${EQA[@]}" "${LATA[@]}" \
+          "${SEEDA[@]}" ;;
         4x|6x|8x)
           [[ -f $(fmpq "$it") ]] || {
             echo "$(fmpq "$it"): no allocation (run_fmpq.py --arch $ARCH --methods $ALLOC)" >&2; exit 2; }
-          run "fmpq-$it$MSFX$ESFX$SSFX" --preset fmpq --bit-config "$(fmpq "$it")" "${EQA[@]}" \
-            "${SEEDA[@]}" ;;
+          run "fmpq-$it$MSFX$ESFX$LSFX$SSFX" --preset fmpq --bit-config "$(fmpq "$it")" "${EQA[@]}" \
+            "${LATA[@]}" "${SEEDA[@]}" ;;
         *) echo "unknown main step $it" >&2; exit 2 ;;
       esac
     done
@@ -148,8 +157,8 @@ case $mode in
     [[ ${#ratios[@]} -gt 0 ]] || ratios=(6x 8x 4x)
     for r in "${ratios[@]}"; do
       [[ -z ${FROM:-} ]] || seed_from "fmpq-$r$MSFX-s$FROM" "fmpq-$r$MSFX-s$STEPS"
-      run "fmpq-$r$MSFX$ASFX$ESFX-s$STEPS$CSFX$SSFX" --preset fmpq --bit-config "$(fmpq "$r")" \
-        "${SCHED[@]}" "${ABITS[@]}" "${EQA[@]}" "${SEEDA[@]}"
+      run "fmpq-$r$MSFX$ASFX$ESFX$LSFX-s$STEPS$CSFX$SSFX" --preset fmpq --bit-config "$(fmpq "$r")" \
+        "${SCHED[@]}" "${ABITS[@]}" "${EQA[@]}" "${LATA[@]}" "${SEEDA[@]}"
     done
     ;;
   decay)  # FROM=4800 STEPS=6000 bash benchmarks/run_qat.sh decay 8x: continue fmpq-8x-s4800's

@@ -773,6 +773,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_seconds=args.max_seconds, clip_max_norm=args.clip_max_norm, seed=args.seed,
         log_every=args.log_every, checkpoint_every=args.checkpoint_every,
         lr_schedule=args.lr_schedule, lr_final=args.lr_final, lr_decay_start=args.lr_decay_start,
+        latent_rounding=args.latent_rounding,
     )
     torch.manual_seed(args.seed)
     prov = provenance()  # the code that trains is the code at the start
@@ -875,6 +876,13 @@ def _add_lr_schedule_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--lr-decay-start", type=int, default=0, metavar="STEP",
                    help="cosine: constant lr until STEP, then the decay (e.g. to anneal a resumed "
                         "constant-lr run)")
+
+
+def _add_latent_rounding_arg(s: argparse.ArgumentParser) -> None:
+    # the choices of licq.qat.loop.LATENT_ROUNDINGS (not imported here: the CLI starts without torch)
+    s.add_argument("--latent-rounding", default="noise", choices=["noise", "ste", "mixed"],
+                   help="latents while training: noise (CompressAI), ste (rounded, straight-"
+                        "through), mixed (rate from the noisy latent, synthesis fed the rounded one)")
 
 
 def _add_calib_args(s: argparse.ArgumentParser, crops: int = 32) -> None:
@@ -988,7 +996,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scale-lr", type=float, default=1e-4, help="Adam lr of the log-scales")
     s.add_argument("--zp-lr", type=float, default=1e-3, help="Adam lr of the zero points")
     s.add_argument("--loss", choices=["rd", "distortion"], help="default rd (R + λ·D)")
-    s.add_argument("--latent-rounding", default="noise", choices=["noise", "ste"])
+    _add_latent_rounding_arg(s)
     s.add_argument("--lambda", type=float, dest="lmbda", help="default: λ of the quality")
     s.add_argument("--steps", type=int)
     s.add_argument("--max-seconds", type=float, help="training wall time per quality")
@@ -1107,6 +1115,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-seconds", type=float, help="training wall-time budget")
     s.add_argument("--lr", type=float, default=1e-4)
     _add_lr_schedule_args(s)
+    _add_latent_rounding_arg(s)
     s.add_argument("--aux-lr", type=float, default=1e-3)
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--patch-size", type=int, default=128)

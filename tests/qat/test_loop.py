@@ -149,3 +149,75 @@ def test_settle_quantiles_lowers_aux_loss_and_touches_only_quantiles():
     for k, v in model.state_dict().items():
         if not k.endswith("quantiles"):
             assert torch.equal(v, others[k]), k
+
+
+def _entropy_outputs(model, x, mode, seed=0):
+    """(ŷ fed to g_s, its likelihoods, ẑ's likelihoods, the (scales, means) the Gaussian
+    conditional got) of a training forward under ``mode``."""
+    from licq.qat.loop import latent_rounding
+
+    seen = {}
+
+    def keep(key, value):  # a pre-hook that returns None leaves the call's arguments alone
+        seen.setdefault(key, value)
+
+    hooks = [
+        model.g_s.register_forward_pre_hook(lambda m, a: keep("y_hat", a[0])),
+        model.gaussian_conditional.register_forward_pre_hook(
+            lambda m, a, kw: keep("params", (a[1], kw.get("means"))), with_kwargs=True),
+    ]
+    torch.manual_seed(seed)
+    with latent_rounding(model, mode):
+        out = model(x)
+    for h in hooks:
+        h.remove()
+    return seen["y_hat"], out["likelihoods"]["y"], out["likelihoods"]["z"], seen["params"]
+
+
+@pytest.mark.parametrize("arch", ["bmshj2018-hyperprior", "mbt2018-mean", "mbt2018"])
+def test_mixed_latents_feed_the_synthesis_rounded_and_rate_the_noisy_ones(arch):
+    from licq.qat.loop import latent_rounding
+
+    model = tiny_model(arch).train()
+    x = torch.rand(1, 3, 64, 64)
+    y_noise, _, zlik_noise, _ = _entropy_outputs(model, x, "noise")
+    y_mixed, lik_mixed, zlik_mixed, (scales, means) = _entropy_outputs(model, x, "mixed")
+    y_ste, lik_ste, _, _ = _entropy_outputs(model, x, "ste")
+    # the synthesis gets the latent as at inference (mbt2018-mean: round(y − μ) + μ, not an
+    # integer), the same as "ste" gives it ...
+    torch.testing.assert_close(y_mixed, y_ste)
+    assert not torch.equal(y_mixed, y_noise)
+    if arch == "bmshj2018-hyperprior":
+        assert torch.equal(y_mixed, torch.round(y_mixed))
+    # ... while the rate is the noisy latent's: ẑ's likelihoods are those "noise" gives (same
+    # draws), ŷ's are the noisy y's (the same draw "noise" fed g_s) under the entropy parameters
+    # that the rounded ẑ (and, for mbt2018, the rounded context) gave
+    torch.testing.assert_close(zlik_mixed, zlik_noise)
+    gc = model.gaussian_conditional
+    expected = gc.likelihood_lower_bound(gc._likelihood(y_noise, scales, means))
+    torch.testing.assert_close(lik_mixed, expected)
+    assert not torch.allclose(lik_mixed, lik_ste)
+    # straight-through: the synthesis' gradient reaches the analysis
+    model.zero_grad()
+    with latent_rounding(model, "mixed"):
+        model(x)["x_hat"].sum().backward()
+    assert model.g_a[0].weight.grad is not None and model.g_a[0].weight.grad.abs().sum() > 0
+    # outside the block the entropy models are CompressAI's again
+    for m in (model.entropy_bottleneck, model.gaussian_conditional):
+        assert "forward" not in vars(m) and "quantize" not in vars(m)
+    # and in eval mode "mixed" changes nothing
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+        with latent_rounding(model, "mixed"):
+            got = model(x)
+    torch.testing.assert_close(got["x_hat"], ref["x_hat"])
+
+
+def test_latent_rounding_rejects_unknown_modes():
+    from licq.qat.loop import latent_rounding
+
+    with pytest.raises(ValueError, match="latent_rounding"):
+        TrainConfig(steps=1, latent_rounding="round")
+    with pytest.raises(ValueError, match="latent_rounding"), latent_rounding(torch.nn.Linear(1, 1), "x"):
+        pass

@@ -9,7 +9,8 @@ Data-parallel: when ``torch.distributed`` is initialised (``torchrun``), the mod
 DistributedDataParallel and every rank takes its slice of the *global* batch the shared-seed crop
 sampler draws (``batch_size`` is the global batch). Averaged gradients of equal slices are the
 gradient of the global batch, so N ranks train what one process with the global batch trains
-(exactly so with ``latent_rounding="ste"``; with noise each rank draws its own noise).
+(exactly so with ``latent_rounding="ste"``; with noise, "mixed" included, each rank draws
+its own noise).
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ class TrainingDiverged(LicqError):
     """A loss became NaN or infinite."""
 
 
+# How the entropy models treat the latents while training:
+#   "noise": CompressAI's additive uniform noise, for the rate and for the synthesis alike;
+#   "ste":   rounded as at inference (round(y − μ) + μ), straight-through gradient; deterministic;
+#   "mixed": the rate from the noisy latent, the synthesis (and a context model) fed the rounded
+#            one, straight-through (Minnen & Singh 2020): no train/inference mismatch in g_s.
+LATENT_ROUNDINGS = ("noise", "ste", "mixed")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of one training run (defaults: the recipe of licq's baselines)."""
@@ -60,8 +69,7 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 500  # steps between checkpoints (and one at the end)
     loss: str = "rd"  # "rd": R + λ·D; "distortion": λ·D only (the ablation of the rate term)
-    # latents while training: "noise" (CompressAI: additive uniform noise) or "ste" (rounded as
-    # at inference, straight-through gradient; deterministic)
+    # latents while training (see LATENT_ROUNDINGS): "noise" (CompressAI), "ste" or "mixed"
     latent_rounding: str = "noise"
     # learning rates over the run: "constant", or "cosine" (every group of the main optimizer,
     # quantizer parameters included, keeps its own lr until step lr_decay_start, then decays
@@ -90,8 +98,9 @@ class TrainConfig:
             raise ValueError("learning rates must be positive")
         if self.loss not in ("rd", "distortion"):
             raise ValueError(f"loss must be 'rd' or 'distortion', got {self.loss!r}")
-        if self.latent_rounding not in ("noise", "ste"):
-            raise ValueError(f"latent_rounding must be 'noise' or 'ste', got {self.latent_rounding!r}")
+        if self.latent_rounding not in LATENT_ROUNDINGS:
+            raise ValueError(f"latent_rounding must be one of {LATENT_ROUNDINGS}, "
+                             f"got {self.latent_rounding!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.lr_schedule == "cosine" and not self.steps:
@@ -140,26 +149,47 @@ def settle_quantiles(model: nn.Module, steps: int = 10000, lr: float = 1e-3) -> 
 
 def _ste_quantize(module: nn.Module, inputs: torch.Tensor, mode: str, means=None):  # noqa: ANN001, ANN202
     """An entropy model's ``quantize`` with training noise replaced by rounding + STE."""
-    if mode != "noise":
+    if mode != "noise" or getattr(module, "_licq_noisy", False):
         return type(module).quantize(module, inputs, mode, means)
     rounded = type(module).quantize(module, inputs, "dequantize", means)
     return inputs + (rounded - inputs).detach()
 
 
+def _mixed_forward(module: nn.Module, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    """An entropy model's ``forward`` in ``"mixed"`` mode: likelihoods of the noisy latent (the
+    rate proxy CompressAI trains with), outputs rounded as at inference (straight-through)."""
+    if not kwargs.get("training", module.training):
+        return type(module).forward(module, *args, **kwargs)
+    module._licq_noisy = True  # the forward's own quantize call adds noise
+    try:
+        noisy, likelihoods = type(module).forward(module, *args, **kwargs)
+    finally:
+        module._licq_noisy = False
+    with torch.no_grad():
+        rounded, _ = type(module).forward(module, *args, **{**kwargs, "training": False})
+    return noisy + (rounded - noisy).detach(), likelihoods
+
+
 @contextmanager
 def latent_rounding(model: nn.Module, mode: str) -> Iterator[None]:
-    """Inside the block the model's entropy models round their latents (``"ste"``) instead of
-    adding noise while training; ``"noise"`` changes nothing."""
+    """Inside the block the model's entropy models treat their latents as ``mode`` says while
+    training (LATENT_ROUNDINGS); ``"noise"`` changes nothing."""
     from compressai.entropy_models import EntropyModel
 
-    patched = [m for m in model.modules() if isinstance(m, EntropyModel)] if mode == "ste" else []
+    if mode not in LATENT_ROUNDINGS:
+        raise ValueError(f"latent_rounding must be one of {LATENT_ROUNDINGS}, got {mode!r}")
+    patched = [m for m in model.modules() if isinstance(m, EntropyModel)] if mode != "noise" else []
     for m in patched:
         m.quantize = functools.partial(_ste_quantize, m)
+        if mode == "mixed":
+            m.forward = functools.partial(_mixed_forward, m)
     try:
         yield
     finally:
         for m in patched:
             del m.quantize
+            if mode == "mixed":
+                del m.forward
 
 
 def _dist_world() -> tuple[int, int]:
