@@ -325,17 +325,24 @@ def fmpq_section() -> str:
     return "\n".join(out) if out else "No FMPQ results yet."
 
 
-QAT_MAIN = ["w8a8", "w8a8-eq-auto", "w8a8-a10-g_s", "fmpq-4x", "fmpq-4x-dp-monotone",
-            "fmpq-6x", "fmpq-6x-dp-monotone", "fmpq-6x-eq-auto", "fmpq-8x", "fmpq-8x-dp-monotone",
-            "fmpq-8x-eq-auto", "fmpq-8x-a10-g_s"]
+QAT_MAIN = ["w8a8", "w8a8-eq-auto", "w8a8-latent-mixed", "w8a8-a10-g_s", "fmpq-4x",
+            "fmpq-4x-dp-monotone", "fmpq-4x-latent-mixed", "fmpq-4x-dp-monotone-latent-mixed",
+            "fmpq-6x", "fmpq-6x-dp-monotone", "fmpq-6x-eq-auto", "fmpq-6x-latent-mixed", "fmpq-8x",
+            "fmpq-8x-dp-monotone", "fmpq-8x-eq-auto", "fmpq-8x-latent-mixed", "fmpq-8x-a10-g_s"]
 # BD-rate (%) goals of the issue; they are about model size, which activation bits do not change
 QAT_GOALS = {"fmpq-4x": 0.5, "fmpq-6x": 2.0, "fmpq-8x": 5.0, "fmpq-8x-a10-g_s": 5.0,
              "fmpq-6x-eq-auto": 2.0, "fmpq-8x-eq-auto": 5.0}
 
 
+# training latents other than CompressAI's noise (run_qat.sh LATENT=…): the same bits, so the same
+# goal and the same PTQ counterpart; the control is the FP32 loop with the same latents
+_LATENT_SUFFIX = "-latent-mixed"
+
+
 def _goal(base: str) -> float | None:
-    """The issue's goal for a main setting; a -dp-monotone row has its ratio's goal."""
-    return QAT_GOALS.get(base.removesuffix("-dp-monotone"))
+    """The issue's goal for a main setting; a -dp-monotone (or -latent-mixed) row has its ratio's
+    goal."""
+    return QAT_GOALS.get(base.removesuffix(_LATENT_SUFFIX).removesuffix("-dp-monotone"))
 
 
 # a row name's budget/schedule suffix: -s1200, -s6000-decay4800, -s2400-cosine1e-4
@@ -369,7 +376,8 @@ def _control_for(arch: str, setting: str) -> Path | None:
     ``finetune-fp32-control-<arch>….json`` for another architecture; None if there is none."""
     core = re.sub(_SEED_SUFFIX + "$", "", setting.removesuffix(_FIX_SUFFIX))  # FP32: no fix
     m = re.search(rf"{_BUDGET_SUFFIX}$", core)
-    f = RESULTS / f"{_control_prefix(arch)}{m.group(0) if m else ''}.json"
+    latent = _LATENT_SUFFIX if _LATENT_SUFFIX in core else ""
+    f = RESULTS / f"{_control_prefix(arch)}{m.group(0) if m else ''}{latent}.json"
     return f if f.is_file() else None
 
 
@@ -378,7 +386,7 @@ def _controls(arch: str) -> list[str]:
     out = []
     for control in sorted(RESULTS.glob(f"{_control_prefix(arch)}*.json")):
         budget = control.stem.removeprefix(_control_prefix(arch))
-        if not re.fullmatch(r"(-s\d+\S*)?", budget):
+        if not re.fullmatch(rf"(-s\d+\S*)?({_LATENT_SUFFIX})?", budget):
             continue  # another architecture's control
         budget = budget.lstrip("-")
         what = (f"the loop of the `{budget}` rows" if budget
@@ -395,7 +403,7 @@ def _steps_in_name(setting: str) -> int:
 
 def _ptq_counterpart(arch: str, setting: str) -> Path | None:
     fix = _FIX_SUFFIX if setting.endswith(_FIX_SUFFIX) else ""  # its PTQ after the fix too
-    setting = _budget_base(setting)
+    setting = _budget_base(setting).removesuffix(_LATENT_SUFFIX)
     # w8a8-a10-g_s: act_floor.sh's PTQ; fmpq-8x-a10-g_s: run_ptq.sh ONLY=fmpq-8x-a10-g_s
     # …-eq-auto: run_ptq.sh EXTRA="--equalize auto" SUFFIX=-eq-auto ONLY=<setting>
     if (setting.split("-")[0] == "w8a8" or re.fullmatch(r"fmpq-\d+x-a\d+-g_s", setting)
@@ -486,6 +494,10 @@ def qat_section() -> str:
         if any("-eq-auto" in n for n in names):
             what.append("`…-eq-auto`: activation-range equalization first (`--equalize auto`, "
                         "`EQ=auto run_qat.sh …`; see the PTQ section)")
+        if any(_LATENT_SUFFIX in n for n in names):
+            what.append("`…-latent-mixed`: trained with `--latent-rounding mixed` (rate from the "
+                        "noisy latent, synthesis fed the rounded one), `LATENT=mixed run_qat.sh …`; "
+                        "its FP32 control: the same loop with the same latents")
         if any(n.startswith("fmpq-8x-a10-g_s") for n in names):
             what.append("`fmpq-8x-a10-g_s-…`: the 8× allocation's weights with g_s's input "
                         "activations at 10 bit, `A_GS=10 run_qat.sh long 8x`")

@@ -32,11 +32,14 @@ def test_train_then_resume_then_eval(tmp_path, crop_dir, capsys):
     out = tmp_path / "run"
     base = ["train", "-a", "bmshj2018-hyperprior", "-N", "8", "-M", "12", "-q", "2",
             "-d", str(crop_dir), "-o", str(out), "--batch-size", "2", "--patch-size", "64",
-            "--no-progress", "--log-every", "1", "--threads", "1", "--lr-schedule", "cosine"]
+            "--no-progress", "--log-every", "1", "--threads", "1", "--lr-schedule", "cosine",
+            "--latent-rounding", "mixed"]
     assert main(base + ["--steps", "2"]) == 0
     assert main(base + ["--steps", "4", "--resume"]) == 0
     summary = json.loads((out / "train.json").read_text())
     assert summary["steps"] == 4 and summary["lambda"] == 0.0035
+    ckpt = torch.load(out / "checkpoint.pth.tar", map_location="cpu", weights_only=True)
+    assert ckpt["config"]["latent_rounding"] == "mixed"  # what the loop trained with
     log = (out / "train.log").read_text().splitlines()
     assert [ln.split()[1] for ln in log] == ["step=1", "step=2", "step=3", "step=4"]
     # the lr the step used: 1e-4 at step 1; step 4 runs at 1e-4·(0.01 + 0.99·(1 + cos(3π/4))/2)
