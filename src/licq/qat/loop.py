@@ -164,7 +164,7 @@ def _mixed_forward(module: nn.Module, *args, **kwargs):  # noqa: ANN002, ANN003,
     try:
         noisy, likelihoods = type(module).forward(module, *args, **kwargs)
     finally:
-        module._licq_noisy = False
+        del module._licq_noisy
     with torch.no_grad():
         rounded, _ = type(module).forward(module, *args, **{**kwargs, "training": False})
     return noisy + (rounded - noisy).detach(), likelihoods
