@@ -1,11 +1,14 @@
-"""Pick QAT's weight learning rate on training data (never Kodak).
+"""Pick QAT's settings (weight lr, schedule, variants) on training data (never Kodak).
 
     python benchmarks/qat_probe.py --steps 200 --lrs 1e-5 1e-4 [--schedules constant cosine]
+    python benchmarks/qat_probe.py --arch mbt2018-mean --quality 4 \
+        --allocation benchmarks/results/fmpq-mbt2018-mean-dp-6x.json --steps 300 --lrs 1e-5 \
+        --variants lsq/leaky/ste/mixed/1e-4 --tag=-latent-6x-q4-mixed
 
-QAT of the ScaleHyperprior q3 baseline at the FMPQ DP-6x allocation (fmpq preset), one run per lr,
-then the RD loss (eval mode: latents rounded, bpp from the likelihoods) on 16 held-out 256-px
-crops of ../shared/data/train drawn with another seed than training and calibration. Writes
-benchmarks/results/qat-probe-<arch>.json.
+QAT of one baseline (default the ScaleHyperprior q3; others: benchmarks/baselines.py) at an FMPQ
+allocation (default DP-6x), one run per variant and lr, then the RD loss (eval mode: latents
+rounded, bpp from the likelihoods) on 16 held-out 256-px crops of ../shared/data/train drawn with
+another seed than training and calibration. Writes benchmarks/results/qat-probe-<arch><tag>.json.
 """
 
 from __future__ import annotations
