@@ -355,11 +355,16 @@ _SEED_SUFFIX = r"-seed\d+"
 _FIX_SUFFIX = "-ar-latent-fix"
 
 
+def _unseeded(setting: str) -> str:
+    """A row name without its ``-ar-latent-fix`` and ``-seed<N>`` suffixes."""
+    return re.sub(_SEED_SUFFIX + "$", "", setting.removesuffix(_FIX_SUFFIX))
+
+
 def _budget_base(setting: str) -> str:
     """``fmpq-6x-s1200`` (or ``fmpq-8x-s6000-decay4800``, ``fmpq-8x-s2400-cosine1e-4``, or any
     of these ending in ``-ar-latent-fix``) -> ``fmpq-6x`` (a main setting trained for another
     step budget or lr schedule, or after the fix)."""
-    core = re.sub(_SEED_SUFFIX + "$", "", setting.removesuffix(_FIX_SUFFIX))
+    core = _unseeded(setting)
     m = re.fullmatch(rf"(.+){_BUDGET_SUFFIX}", core)
     base = m.group(1) if m else core
     return base if base in QAT_MAIN else setting
@@ -374,7 +379,7 @@ def _control_for(arch: str, setting: str) -> Path | None:
     row (``fp32_finetune_control.sh``): ``finetune-fp32-control.json`` for the anchor's 300-step
     rows, ``finetune-fp32-control-s1200-cosine1e-4.json`` for ``…-s1200-cosine1e-4``,
     ``finetune-fp32-control-<arch>….json`` for another architecture; None if there is none."""
-    core = re.sub(_SEED_SUFFIX + "$", "", setting.removesuffix(_FIX_SUFFIX))  # FP32: no fix
+    core = _unseeded(setting)  # FP32: no fix, one control for every seed
     m = re.search(rf"{_BUDGET_SUFFIX}$", core)
     latent = _LATENT_SUFFIX if _LATENT_SUFFIX in core else ""
     f = RESULTS / f"{_control_prefix(arch)}{m.group(0) if m else ''}{latent}.json"
