@@ -85,6 +85,31 @@ def test_ort_reproduces_pytorch(name, crop_dir, image, tmp_path):
     assert (torch.round(y_ort) != torch.round(y)).float().mean() < 0.01
 
 
+def test_dpa_per_channel_activations_export_and_run(crop_dir, image, tmp_path):
+    """A QAT model with DPA's per-channel input quantizers (transposed convs of g_s, the RGB
+    input layer) exports and ONNX Runtime computes what PyTorch does; layers whose input is
+    quantized per channel get no int8 kernel (QLinearConv takes one input scale)."""
+    from licq.qat.quantizers import QATSpec, freeze_qat, prepare_qat
+
+    model = _ptq(QuantConfig.uniform(8, 8), crop_dir)
+    params = prepare_qat(model, QATSpec(params="dpa"))
+    torch.manual_seed(0)
+    with torch.no_grad():  # channels drift apart, as learned ones do
+        for p in params["scale"]:
+            p.add_(0.3 * torch.randn(p.shape))
+    freeze_qat(model)
+    assert model.g_s[2].input_quant.axis == 1 and model.g_a[0].input_quant.axis == 1
+    backend = int8_backend(model, tmp_path, threads=1)
+    with torch.no_grad():
+        y = model.g_a(image)
+        y_ort = backend.g_a(image)
+        x = model.g_s(torch.round(y))
+        x_ort = backend.g_s(torch.round(y))
+    assert (y_ort - y).abs().max() <= 0.02 * y.abs().max()
+    assert (x_ort - x).abs().max() <= 0.02 * x.abs().max()
+    assert "QLinearConv" not in layer_kernels(tmp_path / "g_s.opt.onnx")
+
+
 def test_int8_backend_codes_real_bitstreams_close_to_fake_quant(w8a8, image, tmp_path):
     backend = int8_backend(w8a8, tmp_path, threads=1)
     ref = evaluate_image(w8a8, image, 64)

@@ -40,6 +40,24 @@ def test_quantized_transposed_conv_keeps_its_codes():
         assert set(codes_s.unique().tolist()) <= set(codes_t.unique().tolist()) | {0.0}
 
 
+def test_per_channel_input_quantizer_is_kept():
+    """A DPA input quantizer (one scale and zero point per input channel) survives the rewrite
+    (its state dict did not fit the new conv's per-tensor quantizer)."""
+    torch.manual_seed(0)
+    t = QConvTranspose2d.from_float(nn.ConvTranspose2d(4, 6, 5, 2, 2, 1), LayerQConfig(8, 8))
+    with torch.no_grad():
+        t.input_quant.axis = 1
+        t.input_quant.scale = torch.tensor([0.01, 0.02, 0.04, 0.08])
+        t.input_quant.zero_point = torch.tensor([100.0, 120.0, 128.0, 140.0])
+        t.input_quant.calibrated.fill_(True)
+    sp = to_subpixel(t)
+    assert sp.conv.input_quant.axis == 1
+    x = torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(sp(x), t(x), rtol=1e-5, atol=1e-5)
+        assert torch.equal(sp.conv.input_quant(x), t.input_quant(x))
+
+
 def test_rewrite_whole_codec_same_bitstreams():
     model = tiny_model("bmshj2018-hyperprior")
     quantize_(model, QuantConfig.uniform(6, None))
@@ -95,3 +113,22 @@ def test_quantized_space_to_depth_keeps_quantizers_and_function():
         out = seq(x)
     # same quantized input grid and weight codes: equal up to float summation order
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_quantized_space_to_depth_keeps_per_channel_input_quantizer():
+    """A DPA input quantizer of the RGB layer (one scale and zero point per colour) quantizes
+    the unshuffled input with each colour's parameters repeated over its s² phases."""
+    from licq.export.subpixel import to_space_to_depth
+
+    torch.manual_seed(0)
+    q = QConv2d.from_float(nn.Conv2d(3, 6, 5, 2, 2), LayerQConfig(8, 8))
+    with torch.no_grad():
+        q.input_quant.axis = 1
+        q.input_quant.scale = torch.tensor([0.004, 0.01, 0.03])
+        q.input_quant.zero_point = torch.tensor([128.0, 100.0, 140.0])
+        q.input_quant.calibrated.fill_(True)
+    m = to_space_to_depth(q)
+    assert m.conv.input_quant.scale.shape == (12,)
+    x = torch.rand(1, 3, 16, 24) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), q(x), rtol=1e-4, atol=1e-4)

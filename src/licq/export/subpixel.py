@@ -18,6 +18,8 @@ codes of the transposed layer.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -102,8 +104,9 @@ def to_subpixel(mod: nn.ConvTranspose2d) -> SubPixelConv:
         conv.weight_quant.scale = wq.scale.repeat_interleave(rep) if rep > 1 else wq.scale.clone()
         conv.weight_quant.zero_point = (wq.zero_point.repeat_interleave(rep) if rep > 1
                                         else wq.zero_point.clone())
-        if mod.input_quant is not None:
-            conv.input_quant.load_state_dict(mod.input_quant.state_dict())
+        if mod.input_quant is not None:  # the same input tensor: the same quantizer (a DPA
+            # one per channel, which a state-dict copy into the new per-tensor one refused)
+            conv.input_quant = copy.deepcopy(mod.input_quant)
         conv.to(mod.weight.device)
     return SubPixelConv(conv, s, pad).train(mod.training)
 
@@ -177,8 +180,13 @@ def to_space_to_depth(mod: nn.Conv2d) -> SpaceToDepthConv:
     if isinstance(mod, QConv2d):
         conv = QConv2d.from_float(conv, mod.qconfig)
         conv.weight_quant.load_state_dict(mod.weight_quant.state_dict())
-        if mod.input_quant is not None:
-            conv.input_quant.load_state_dict(mod.input_quant.state_dict())
+        if mod.input_quant is not None:  # it now quantizes the unshuffled input: input channel
+            # c became channels c·s² … c·s² + s² − 1, so a per-channel (DPA) one repeats its
+            # parameters s² times (a per-tensor one is unchanged)
+            iq = conv.input_quant = copy.deepcopy(mod.input_quant)
+            if iq.axis is not None:
+                iq.scale = iq.scale.repeat_interleave(s * s)
+                iq.zero_point = iq.zero_point.repeat_interleave(s * s)
         conv.to(mod.weight.device)
     # for inputs whose size n is a multiple of s: the original's last window starts at
     # s·(out−1) = n + 2p − k − r, r = (2p − k) mod s, and the K·s rows of the new window must
