@@ -30,6 +30,27 @@ def qmodel(crop_dir):
     return _quantized("bmshj2018-hyperprior", crop_dir)
 
 
+def _dpa(model, seed=0):
+    """``model`` with DPA's per-channel input quantizers, their scales and zero points spread
+    apart per channel as training spreads them (in place)."""
+    from licq.qat.quantizers import QATSpec, freeze_qat, prepare_qat
+
+    params = prepare_qat(model, QATSpec(params="dpa"))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in params["scale"]:
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+        for p in params["zero_point"]:
+            p.add_(torch.randint(-3, 4, p.shape, generator=g).float())
+    freeze_qat(model)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def dpa_model(crop_dir):
+    return _dpa(_quantized("bmshj2018-hyperprior", crop_dir))
+
+
 def _z_hat(model, x):
     with torch.no_grad():
         z = model.h_a(torch.abs(model.g_a(x)))
@@ -87,6 +108,30 @@ def test_exact_path_is_independent_of_threads_and_batch(qmodel):
     assert torch.equal(b_h, c_h)
 
 
+def test_per_channel_inputs_run_exactly(dpa_model):
+    """DPA's per-channel input quantizers (h_s's ReLU outputs, g_s's IGDN inputs and outputs):
+    within float rounding of the fake-quant model, and independent of threads and batch."""
+    m = dpa_model
+    assert m.h_s[2].input_quant.axis == 1 and m.g_s[1].input_quant.axis == 1
+    imgs = [read_image(p)[..., :128, :192] for p in sample_images()[:2]]
+    zh = _z_hat(m, torch.cat(imgs))
+    y = torch.round(torch.randn(2, m.g_s[0].in_channels, 8, 12) * 3)
+    hs, gs = ExactSequential(m.h_s, "h_s"), ExactSequential(m.g_s, "g_s")
+    with torch.no_grad():
+        for exact, ref in ((hs(zh), m.h_s(zh)), (gs(y), m.g_s(y))):
+            assert (exact - ref).abs().max() <= 0.05 * ref.abs().max() + 1e-6
+            assert (exact - ref).abs().mean() <= 1e-3 * ref.abs().mean() + 1e-6
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        a_h, a_g = hs(zh[:1]), gs(y[:1])
+        torch.set_num_threads(max(2, old))
+        b_h, b_g = hs(zh), gs(y)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(a_h, b_h[:1]) and torch.equal(a_g, b_g[:1])
+
+
 def test_models_the_exact_path_cannot_run_are_refused(crop_dir):
     weight_only = _quantized("bmshj2018-hyperprior", crop_dir, a_bits=None)
     with pytest.raises(ExactPathError, match="no activation quantizer"):
@@ -134,14 +179,19 @@ def test_exact_paths_restores_the_model(qmodel):
     assert "_licq_exact" not in qmodel.state_dict()
 
 
-@pytest.mark.parametrize("arch", ["mbt2018-mean", "mbt2018"])
-def test_decode_in_another_process_with_one_thread_is_bit_exact(arch, tmp_path, crop_dir):
-    """Encode here with 2 threads; decode in a fresh process with 1 thread: same pixels."""
+@pytest.mark.parametrize("arch,dpa", [("mbt2018-mean", False), ("mbt2018", False),
+                                      ("mbt2018", True)])
+def test_decode_in_another_process_with_one_thread_is_bit_exact(arch, dpa, tmp_path, crop_dir):
+    """Encode here with 2 threads; decode in a fresh process with 1 thread: same pixels (also
+    with DPA's per-channel input quantizers, context model and entropy parameters included)."""
     from licq.codec import model_id
     from licq.export import export_packed, load_quantized
     from licq.models import get_adapter
 
     model = _quantized(arch, crop_dir)
+    if dpa:
+        model = _dpa(model)
+        check_exact(model)
     path = tmp_path / "m.safetensors"
     export_packed(model, path, arch=arch, sizes=get_adapter(arch).tiny_args,
                   config=QuantConfig.uniform(8, 8))

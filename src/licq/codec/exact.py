@@ -20,6 +20,10 @@ produces is the same on every machine:
 * requantization is one float64 multiply by the per-channel constant ``s_x · s_w`` followed by
   one float64 add of the bias: single, correctly rounded IEEE operations (no fused multiply-add,
   no reductions), identical on CPUs and GPUs;
+* inputs quantized per channel (DPA's learned activation scales) have no common ``s_x``: each
+  input channel c is convolved on its own (exact integers), multiplied by ``s_x[c] · s_w`` and
+  the channels added one after another in channel order, again single IEEE operations in a
+  fixed order (C convolutions instead of one: slower, equally reproducible);
 * ReLU / LeakyReLU are elementwise; (I)GDN squares the integer codes, convolves them with the
   integer γ codes exactly, scales, adds β and takes a correctly rounded float64 ``sqrt`` (or
   divides by it).
@@ -65,7 +69,8 @@ def _per_channel(v: Tensor, n: int) -> Tensor:
 
 
 class _ExactInput:
-    """Integer codes of a layer's input (its per-tensor activation quantizer)."""
+    """Integer codes of a layer's input: its activation quantizer, per tensor, or per channel
+    (DPA; then ``scale`` and ``zero_point`` hold one value per input channel)."""
 
     def __init__(self, name: str, layer: nn.Module) -> None:
         fq = getattr(layer, "input_quant", None)
@@ -73,23 +78,31 @@ class _ExactInput:
             raise ExactPathError(
                 f"layer {name} has no activation quantizer: the exact path needs integer inputs "
                 "(quantize activations, e.g. --a-bits 8)")
-        if fq.axis is not None:
-            raise ExactPathError(f"layer {name}: per-channel activation quantizers are not supported")
+        if fq.axis not in (None, 1):
+            raise ExactPathError(f"layer {name}: activation quantizer on axis {fq.axis}")
         scale, zp = fq.current_qparams()
-        self.scale = scale.detach().double().reshape(())
-        self.zero_point = zp.detach().double().reshape(())
+        self.per_channel = fq.axis is not None
+        shape = (-1,) if self.per_channel else ()
+        self.scale = scale.detach().double().reshape(shape)
+        self.zero_point = zp.detach().double().reshape(shape)
         self.qmin, self.qmax = fq.qmin, fq.qmax
         self.bits = fq.bits
 
     def codes(self, x: Tensor) -> Tensor:
         """``q − z`` as float64 integers."""
+        axis = 1 if self.per_channel else None
         zp = self.zero_point.to(x.device)
-        q = quantize_int(x.double(), self.scale.to(x.device), zp, self.qmin, self.qmax, None)
-        return q - zp
+        q = quantize_int(x.double(), self.scale.to(x.device), zp, self.qmin, self.qmax, axis)
+        return q - channel_view(zp, q, axis)
+
+    def values(self, q: Tensor) -> Tensor:
+        """The dequantized input ``(q − z)·s`` (one IEEE multiply per element)."""
+        return q * channel_view(self.scale.to(q.device), q, 1 if self.per_channel else None)
 
     @property
     def max_abs(self) -> float:
-        return float(max(abs(self.qmin - self.zero_point), abs(self.qmax - self.zero_point)))
+        return float(torch.maximum((self.qmin - self.zero_point).abs(),
+                                   (self.qmax - self.zero_point).abs()).max())
 
 
 def _weight_codes(layer: nn.Module) -> tuple[Tensor, Tensor]:
@@ -114,32 +127,44 @@ class _ExactConv(nn.Module):
         if float(fan_in) * self.inp.max_abs > _EXACT_LIMIT:
             raise ExactPathError(f"layer {name}: integer sums could exceed 2**52")
         self.register_buffer("w", codes)
-        self.register_buffer("mult", self.inp.scale * s_w)  # exact: two float32 factors
+        # exact: two float32 factors. Per-channel inputs: (C_in, C_out), one per input channel
+        # (each input channel's integer sum is then requantized on its own, in a fixed order)
+        self.register_buffer("mult", self.inp.scale.reshape(-1, 1) * s_w if self.inp.per_channel
+                             else self.inp.scale * s_w)
+        if self.inp.per_channel and layer.groups != 1:
+            raise ExactPathError(f"layer {name}: per-channel inputs of a grouped convolution")
         bias = layer.bias
         self.register_buffer("bias", bias.detach().double() if bias is not None else None)
         self.stride, self.padding, self.dilation = layer.stride, layer.padding, layer.dilation
         self.groups = layer.groups
         self.output_padding = getattr(layer, "output_padding", 0)
 
-    def requant(self, acc: Tensor) -> Tensor:
-        y = torch.round(acc) * self.mult.reshape(1, -1, 1, 1)
+    def _conv(self, q: Tensor, w: Tensor, padding) -> Tensor:  # noqa: ANN001
+        if self.transposed:
+            return F.conv_transpose2d(q, w, None, self.stride, padding, self.output_padding,
+                                      self.groups, self.dilation)
+        return F.conv2d(q, w, None, self.stride, padding, self.dilation, self.groups)
+
+    def _run(self, q: Tensor, padding) -> Tensor:  # noqa: ANN001
+        if not self.inp.per_channel:
+            y = torch.round(self._conv(q, self.w, padding)) * self.mult.reshape(1, -1, 1, 1)
+        else:  # Σ_c round(conv of channel c) · s_x[c]·s_w, summed in channel order
+            y = None
+            for c in range(q.shape[1]):
+                w = self.w[c:c + 1] if self.transposed else self.w[:, c:c + 1]
+                t = torch.round(self._conv(q[:, c:c + 1], w, padding))
+                t = t * self.mult[c].reshape(1, -1, 1, 1)
+                y = t if y is None else y + t
         if self.bias is not None:
             y = y + self.bias.reshape(1, -1, 1, 1)
         return y
 
     def forward_unpadded(self, x: Tensor) -> Tensor:
         """The convolution without padding (the context model on a k×k crop)."""
-        return self.requant(F.conv2d(self.inp.codes(x), self.w, None, self.stride, 0,
-                                     self.dilation, self.groups))
+        return self._run(self.inp.codes(x), 0)
 
     def forward(self, x: Tensor) -> Tensor:
-        q = self.inp.codes(x)
-        if self.transposed:
-            acc = F.conv_transpose2d(q, self.w, None, self.stride, self.padding,
-                                     self.output_padding, self.groups, self.dilation)
-        else:
-            acc = F.conv2d(q, self.w, None, self.stride, self.padding, self.dilation, self.groups)
-        return self.requant(acc)
+        return self._run(self.inp.codes(x), self.padding)
 
 
 class _ExactGDN(nn.Module):
@@ -153,8 +178,10 @@ class _ExactGDN(nn.Module):
         power = 1 if layer.abs_variant else 2
         if float(codes.abs().sum(1).max()) * self.inp.max_abs**power > _EXACT_LIMIT:
             raise ExactPathError(f"layer {name}: integer sums could exceed 2**52")
-        # norm = s_x^p · s_γ[c] · Σ γ_codes · |x_codes|^p + β̂
-        self.register_buffer("mult", (self.inp.scale**power) * s_g)
+        # norm = s_x^p · s_γ[c] · Σ γ_codes · |x_codes|^p + β̂; per-channel inputs: one factor
+        # s_x[j]^p · s_γ[c] per input channel j, (C, C) indexed [j, c]
+        self.register_buffer("mult", (self.inp.scale.reshape(-1, 1)**power) * s_g
+                             if self.inp.per_channel else (self.inp.scale**power) * s_g)
         bq = layer.beta_quant
         b_scale, b_zp = bq.current_qparams()
         b_codes = quantize_int(layer.effective_beta().detach(), b_scale, b_zp, bq.qmin, bq.qmax, None)
@@ -166,9 +193,16 @@ class _ExactGDN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         q = self.inp.codes(x)
         t = q.abs() if self.abs_variant else q * q
-        acc = torch.round(F.conv2d(t, self.gamma))
-        norm = acc * self.mult.reshape(1, -1, 1, 1) + self.beta.reshape(1, -1, 1, 1)
-        xr = q * self.inp.scale.to(x.device)
+        if not self.inp.per_channel:
+            norm = torch.round(F.conv2d(t, self.gamma)) * self.mult.reshape(1, -1, 1, 1)
+        else:  # channel by channel, in order (as _ExactConv)
+            norm = None
+            for j in range(t.shape[1]):
+                u = torch.round(F.conv2d(t[:, j:j + 1], self.gamma[:, j:j + 1]))
+                u = u * self.mult[j].reshape(1, -1, 1, 1)
+                norm = u if norm is None else norm + u
+        norm = norm + self.beta.reshape(1, -1, 1, 1)
+        xr = self.inp.values(q)
         if not self.abs_variant:
             norm = torch.sqrt(norm)
         return xr * norm if self.inverse else xr / norm
