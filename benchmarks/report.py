@@ -325,10 +325,15 @@ def fmpq_section() -> str:
     return "\n".join(out) if out else "No FMPQ results yet."
 
 
-QAT_MAIN = ["w8a8", "w8a8-eq-auto", "w8a8-latent-mixed", "w8a8-a10-g_s", "fmpq-4x",
-            "fmpq-4x-dp-monotone", "fmpq-4x-latent-mixed", "fmpq-4x-dp-monotone-latent-mixed",
-            "fmpq-6x", "fmpq-6x-dp-monotone", "fmpq-6x-eq-auto", "fmpq-6x-latent-mixed", "fmpq-8x",
-            "fmpq-8x-dp-monotone", "fmpq-8x-eq-auto", "fmpq-8x-latent-mixed", "fmpq-8x-a10-g_s"]
+QAT_MAIN = [
+    "w8a8", "w8a8-eq-auto", "w8a8-latent-mixed", "w8a8-dpa-slr0.01-latent-mixed",
+    "w8a8-dpa-slr0.001-latent-mixed", "w8a8-a10-g_s",
+    "fmpq-4x", "fmpq-4x-dp-monotone", "fmpq-4x-latent-mixed", "fmpq-4x-dp-monotone-latent-mixed",
+    "fmpq-4x-dp-monotone-dpa-slr0.01-latent-mixed", "fmpq-4x-dp-monotone-dpa-slr0.001-latent-mixed",
+    "fmpq-6x", "fmpq-6x-dp-monotone", "fmpq-6x-eq-auto", "fmpq-6x-latent-mixed",
+    "fmpq-6x-dpa-slr0.01-latent-mixed", "fmpq-6x-dpa-slr0.001-latent-mixed",
+    "fmpq-8x", "fmpq-8x-dp-monotone", "fmpq-8x-eq-auto", "fmpq-8x-latent-mixed",
+    "fmpq-8x-dpa-slr0.01-latent-mixed", "fmpq-8x-dpa-slr0.001-latent-mixed", "fmpq-8x-a10-g_s"]
 # BD-rate (%) goals of the issue; they are about model size, which activation bits do not change
 QAT_GOALS = {"fmpq-4x": 0.5, "fmpq-6x": 2.0, "fmpq-8x": 5.0, "fmpq-8x-a10-g_s": 5.0,
              "fmpq-6x-eq-auto": 2.0, "fmpq-8x-eq-auto": 5.0}
@@ -337,12 +342,21 @@ QAT_GOALS = {"fmpq-4x": 0.5, "fmpq-6x": 2.0, "fmpq-8x": 5.0, "fmpq-8x-a10-g_s": 
 # training latents other than CompressAI's noise (run_qat.sh LATENT=…): the same bits, so the same
 # goal and the same PTQ counterpart; the control is the FP32 loop with the same latents
 _LATENT_SUFFIX = "-latent-mixed"
+# learned quantization parameters other than the preset's (run_qat.sh QPARAMS=dpa, SCALE_LR=…):
+# the same bits
+_QPARAMS_SUFFIX = r"(-dpa)?(-slr[0-9.e+-]+)?"
+
+
+def _same_bits(setting: str) -> str:
+    """A main setting without the training options that leave its bits alone (``-dpa``,
+    ``-slr<lr>``, ``-latent-mixed``): ``fmpq-6x-dpa-slr1e-3-latent-mixed`` -> ``fmpq-6x``."""
+    return re.sub(_QPARAMS_SUFFIX + "$", "", setting.removesuffix(_LATENT_SUFFIX), count=1)
 
 
 def _goal(base: str) -> float | None:
-    """The issue's goal for a main setting; a -dp-monotone (or -latent-mixed) row has its ratio's
-    goal."""
-    return QAT_GOALS.get(base.removesuffix(_LATENT_SUFFIX).removesuffix("-dp-monotone"))
+    """The issue's goal for a main setting; a -dp-monotone (or -dpa, -latent-mixed) row has its
+    ratio's goal."""
+    return QAT_GOALS.get(_same_bits(base).removesuffix("-dp-monotone"))
 
 
 # a row name's budget/schedule suffix: -s1200, -s6000-decay4800, -s2400-cosine1e-4
@@ -408,7 +422,7 @@ def _steps_in_name(setting: str) -> int:
 
 def _ptq_counterpart(arch: str, setting: str) -> Path | None:
     fix = _FIX_SUFFIX if setting.endswith(_FIX_SUFFIX) else ""  # its PTQ after the fix too
-    setting = _budget_base(setting).removesuffix(_LATENT_SUFFIX)
+    setting = _same_bits(_budget_base(setting))
     # w8a8-a10-g_s: act_floor.sh's PTQ; fmpq-8x-a10-g_s: run_ptq.sh ONLY=fmpq-8x-a10-g_s
     # …-eq-auto: run_ptq.sh EXTRA="--equalize auto" SUFFIX=-eq-auto ONLY=<setting>
     if (setting.split("-")[0] == "w8a8" or re.fullmatch(r"fmpq-\d+x-a\d+-g_s", setting)
@@ -432,7 +446,9 @@ def _spec(r: dict) -> str:
     if t.get("lr_schedule") == "cosine":
         start = t.get("lr_decay_start", 0)
         lr += " cosine" + (f" from step {start}" if start else "")
-    return f"{r['licq']['loss']}, {clip} clip, {rnd}, {q['params']}" + (f", {lr}" if lr else "")
+    slr = r["licq"]["qat"].get("scale_lr", 1e-4)
+    params = q["params"] + (f" (scale lr {slr:g})" if q["params"] != "fixed" and slr != 1e-4 else "")
+    return f"{r['licq']['loss']}, {clip} clip, {rnd}, {params}" + (f", {lr}" if lr else "")
 
 
 def qat_section() -> str:
@@ -499,6 +515,11 @@ def qat_section() -> str:
         if any("-eq-auto" in n for n in names):
             what.append("`…-eq-auto`: activation-range equalization first (`--equalize auto`, "
                         "`EQ=auto run_qat.sh …`; see the PTQ section)")
+        if any("-dpa-" in n for n in names if _budget_base(n) in QAT_MAIN):
+            what.append("`…-dpa-…`: DynaQuant's DPA (learnable per-channel scale and zero point, "
+                        "for weights and input activations) instead of the preset's LSQ scales, "
+                        "`QPARAMS=dpa run_qat.sh …`; `-slr<lr>`: that Adam lr of the scales "
+                        "(default 1e-4; `SCALE_LR=<lr>`)")
         if any(_LATENT_SUFFIX in n for n in names):
             what.append("`…-latent-mixed`: trained with `--latent-rounding mixed` (rate from the "
                         "noisy latent, synthesis fed the rounded one), `LATENT=mixed run_qat.sh …`; "

@@ -34,6 +34,10 @@
 #   LATENT=mixed ...: --latent-rounding mixed (the synthesis fed the rounded latent while
 #     training) -> …-latent-mixed (e.g. LATENT=mixed ARCH=mbt2018-mean ... main w8a8
 #     -> qat-mbt2018-mean-w8a8-latent-mixed.json)
+#   QPARAMS=dpa ...: DynaQuant's DPA (per-channel learnable scale and zero point, weights and
+#     activations) instead of the preset's LSQ scales -> …-dpa (e.g. QPARAMS=dpa LATENT=mixed
+#     ARCH=mbt2018-mean ... main 6x -> qat-mbt2018-mean-fmpq-6x-dpa-latent-mixed.json); with
+#     SCALE_LR=1e-3 the scales' lr (default 1e-4) -> …-dpa-slr1e-3
 #   SEED=1 ...: training seed 1 instead of 0 -> …-seed1 (e.g. SEED=1 NAME_SFX=-ar-latent-fix
 #     ALLOC=dp-monotone ARCH=cheng2020-anchor ... main 4x -> fmpq-4x-dp-monotone-seed1-ar-latent-fix)
 #   NAME_SFX=-ar-latent-fix ...: that suffix on every results and run name (a re-run after a
@@ -109,6 +113,12 @@ EQA=() ESFX=
 # after -eq-<EQ>
 LATA=() LSFX=
 [[ -z ${LATENT:-} ]] || { LATA=(--latent-rounding "$LATENT"); LSFX=-latent-$LATENT; }
+# QPARAMS=dpa (main, long; or fixed): --qparams instead of the preset's lsq (DPA: learnable
+# per-channel scale and zero point, activations too); names get -<QPARAMS> after -eq-<EQ>
+# SCALE_LR=1e-3 (main, long): the scales' Adam lr instead of 1e-4; names get -slr<SCALE_LR> after it
+QPA=() QSFX=
+[[ -z ${QPARAMS:-} ]] || { QPA=(--qparams "$QPARAMS"); QSFX=-$QPARAMS; }
+[[ -z ${SCALE_LR:-} ]] || { QPA+=(--scale-lr "$SCALE_LR"); QSFX+=-slr$SCALE_LR; }
 # SEED=N (main, long): another training seed (crops, noise; the calibration stays the same);
 # names get -seed<N> at the end (before NAME_SFX)
 SEEDA=() SSFX=
@@ -132,13 +142,13 @@ case $mode in
     [[ ${#items[@]} -gt 0 ]] || items=(w8a8 6x 4x 8x)
     for it in "${items[@]}"; do
       case $it in
-        w8a8) run "w8a8$ESFX$LSFX$SSFX" --preset fmpq --w-bits 8 --a-bits 8 "${EQA[@]}" "${LATA[@]}" \
-          "${SEEDA[@]}" ;;
+        w8a8) run "w8a8$ESFX$QSFX$LSFX$SSFX" --preset fmpq --w-bits 8 --a-bits 8 "${EQA[@]}" "${QPA[@]}" \
+          "${LATA[@]}" "${SEEDA[@]}" ;;
         4x|6x|8x)
           [[ -f $(fmpq "$it") ]] || {
             echo "$(fmpq "$it"): no allocation (run_fmpq.py --arch $ARCH --methods $ALLOC)" >&2; exit 2; }
-          run "fmpq-$it$MSFX$ESFX$LSFX$SSFX" --preset fmpq --bit-config "$(fmpq "$it")" "${EQA[@]}" \
-            "${LATA[@]}" "${SEEDA[@]}" ;;
+          run "fmpq-$it$MSFX$ESFX$QSFX$LSFX$SSFX" --preset fmpq --bit-config "$(fmpq "$it")" \
+            "${EQA[@]}" "${QPA[@]}" "${LATA[@]}" "${SEEDA[@]}" ;;
         *) echo "unknown main step $it" >&2; exit 2 ;;
       esac
     done
@@ -157,8 +167,9 @@ case $mode in
     [[ ${#ratios[@]} -gt 0 ]] || ratios=(6x 8x 4x)
     for r in "${ratios[@]}"; do
       [[ -z ${FROM:-} ]] || seed_from "fmpq-$r$MSFX-s$FROM" "fmpq-$r$MSFX-s$STEPS"
-      run "fmpq-$r$MSFX$ASFX$ESFX$LSFX-s$STEPS$CSFX$SSFX" --preset fmpq --bit-config "$(fmpq "$r")" \
-        "${SCHED[@]}" "${ABITS[@]}" "${EQA[@]}" "${LATA[@]}" "${SEEDA[@]}"
+      run "fmpq-$r$MSFX$ASFX$ESFX$QSFX$LSFX-s$STEPS$CSFX$SSFX" --preset fmpq \
+        --bit-config "$(fmpq "$r")" "${SCHED[@]}" "${ABITS[@]}" "${EQA[@]}" "${QPA[@]}" "${LATA[@]}" \
+        "${SEEDA[@]}"
     done
     ;;
   decay)  # FROM=4800 STEPS=6000 bash benchmarks/run_qat.sh decay 8x: continue fmpq-8x-s4800's
