@@ -349,7 +349,7 @@ _QPARAMS_SUFFIX = r"(-dpa)?(-slr[0-9.e+-]+)?"
 
 def _same_bits(setting: str) -> str:
     """A main setting without the training options that leave its bits alone (``-dpa``,
-    ``-slr<lr>``, ``-latent-mixed``): ``fmpq-6x-dpa-slr1e-3-latent-mixed`` -> ``fmpq-6x``."""
+    ``-slr<lr>``, ``-latent-mixed``): ``fmpq-6x-dpa-slr0.001-latent-mixed`` -> ``fmpq-6x``."""
     return re.sub(_QPARAMS_SUFFIX + "$", "", setting.removesuffix(_LATENT_SUFFIX), count=1)
 
 
