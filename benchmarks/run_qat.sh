@@ -37,7 +37,7 @@
 #   QPARAMS=dpa ...: DynaQuant's DPA (per-channel learnable scale and zero point, weights and
 #     activations) instead of the preset's LSQ scales -> …-dpa (e.g. QPARAMS=dpa LATENT=mixed
 #     ARCH=mbt2018-mean ... main 6x -> qat-mbt2018-mean-fmpq-6x-dpa-latent-mixed.json); with
-#     SCALE_LR=1e-3 the scales' lr (default 1e-4) -> …-dpa-slr1e-3
+#     SCALE_LR=0.001 the scales' lr (default 1e-4) -> …-dpa-slr0.001
 #   SEED=1 ...: training seed 1 instead of 0 -> …-seed1 (e.g. SEED=1 NAME_SFX=-ar-latent-fix
 #     ALLOC=dp-monotone ARCH=cheng2020-anchor ... main 4x -> fmpq-4x-dp-monotone-seed1-ar-latent-fix)
 #   NAME_SFX=-ar-latent-fix ...: that suffix on every results and run name (a re-run after a
@@ -115,7 +115,7 @@ LATA=() LSFX=
 [[ -z ${LATENT:-} ]] || { LATA=(--latent-rounding "$LATENT"); LSFX=-latent-$LATENT; }
 # QPARAMS=dpa (main, long; or fixed): --qparams instead of the preset's lsq (DPA: learnable
 # per-channel scale and zero point, activations too); names get -<QPARAMS> after -eq-<EQ>
-# SCALE_LR=1e-3 (main, long): the scales' Adam lr instead of 1e-4; names get -slr<SCALE_LR> after it
+# SCALE_LR=0.001 (main, long): the scales' Adam lr instead of 1e-4; names get -slr<SCALE_LR> after it
 QPA=() QSFX=
 [[ -z ${QPARAMS:-} ]] || { QPA=(--qparams "$QPARAMS"); QSFX=-$QPARAMS; }
 [[ -z ${SCALE_LR:-} ]] || { QPA+=(--scale-lr "$SCALE_LR"); QSFX+=-slr$SCALE_LR; }
