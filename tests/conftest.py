@@ -38,6 +38,22 @@ def tiny_model(name: str) -> torch.nn.Module:
     return m
 
 
+def dpa_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """A calibrated quantized ``model`` with DPA's per-channel input quantizers, their scales
+    and zero points spread apart per channel as training spreads them (in place, eval mode)."""
+    from licq.qat.quantizers import QATSpec, freeze_qat, prepare_qat
+
+    params = prepare_qat(model, QATSpec(params="dpa"))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in params["scale"]:
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+        for p in params["zero_point"]:
+            p.add_(torch.randint(-3, 4, p.shape, generator=g).float())
+    freeze_qat(model)
+    return model.eval()
+
+
 def _alive(model: torch.nn.Module, std: float = 3.0) -> None:
     """Scale the last layers of g_a and h_a so that y and z of a natural image have standard
     deviation ``std``, and raise the predicted scales. A freshly initialised model's latents all

@@ -14,7 +14,7 @@ from licq.codec.exact import ExactPathError, ExactSequential, check_exact, exact
 from licq.data import read_image
 from licq.defaults import sample_images
 from licq.ptq import post_training_quantize
-from tests.conftest import tiny_model
+from tests.conftest import dpa_, tiny_model
 
 
 def _quantized(arch, crop_dir, **kw):
@@ -30,25 +30,9 @@ def qmodel(crop_dir):
     return _quantized("bmshj2018-hyperprior", crop_dir)
 
 
-def _dpa(model, seed=0):
-    """``model`` with DPA's per-channel input quantizers, their scales and zero points spread
-    apart per channel as training spreads them (in place)."""
-    from licq.qat.quantizers import QATSpec, freeze_qat, prepare_qat
-
-    params = prepare_qat(model, QATSpec(params="dpa"))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in params["scale"]:
-            p.add_(0.3 * torch.randn(p.shape, generator=g))
-        for p in params["zero_point"]:
-            p.add_(torch.randint(-3, 4, p.shape, generator=g).float())
-    freeze_qat(model)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def dpa_model(crop_dir):
-    return _dpa(_quantized("bmshj2018-hyperprior", crop_dir))
+    return dpa_(_quantized("bmshj2018-hyperprior", crop_dir))
 
 
 def _z_hat(model, x):
@@ -190,7 +174,7 @@ def test_decode_in_another_process_with_one_thread_is_bit_exact(arch, dpa, tmp_p
 
     model = _quantized(arch, crop_dir)
     if dpa:
-        model = _dpa(model)
+        model = dpa_(model)
         check_exact(model)
     path = tmp_path / "m.safetensors"
     export_packed(model, path, arch=arch, sizes=get_adapter(arch).tiny_args,

@@ -20,7 +20,7 @@ from licq.export.onnx import (  # noqa: E402
     qdq_mode,
 )
 from licq.ptq import post_training_quantize  # noqa: E402
-from tests.conftest import tiny_model  # noqa: E402
+from tests.conftest import dpa_, tiny_model  # noqa: E402
 
 
 def _ptq(cfg, crop_dir):
@@ -62,18 +62,25 @@ def test_exported_graph_has_qdq_nodes_and_ort_fuses_int8_convs(w8a8, tmp_path):
     assert per_layer["g_s.6"] == "Conv"  # the last layer: its output is not re-quantized
 
 
-@pytest.mark.parametrize("name", ["fp32", "w8a8", "mixed"])
+@pytest.mark.parametrize("name", ["fp32", "w8a8", "mixed", "dpa"])
 def test_ort_reproduces_pytorch(name, crop_dir, image, tmp_path):
     """Tolerances: FP32 graph 1e-4 relative; int8 kernels vs fake-quant 2% of the output range
-    (requantization rounding of ORT's kernels), and the rounded latents almost all equal."""
+    (requantization rounding of ORT's kernels), and the rounded latents almost all equal.
+    ``dpa``: DPA's per-channel input quantizers (g_s's transposed convs, the RGB layer) export
+    too, and the layers they feed get no int8 kernel (QLinearConv takes one input scale)."""
     if name == "fp32":
         model = tiny_model("bmshj2018-hyperprior").eval()
     else:
-        cfg = QuantConfig.uniform(8, 8) if name == "w8a8" else QuantConfig(
+        cfg = QuantConfig.uniform(8, 8) if name in ("w8a8", "dpa") else QuantConfig(
             default=LayerQConfig(8, 8), layers={"g_a.2": LayerQConfig(4, 8),
                                                 "g_s.2": LayerQConfig(6, 6)})
         model = _ptq(cfg, crop_dir)
+    if name == "dpa":
+        dpa_(model)
+        assert model.g_s[2].input_quant.axis == 1 and model.g_a[0].input_quant.axis == 1
     backend = int8_backend(model, tmp_path, threads=1)
+    if name == "dpa":
+        assert "QLinearConv" not in layer_kernels(tmp_path / "g_s.opt.onnx")
     with torch.no_grad():
         y = model.g_a(image)
         y_ort = backend.g_a(image)
@@ -83,31 +90,6 @@ def test_ort_reproduces_pytorch(name, crop_dir, image, tmp_path):
     assert (y_ort - y).abs().max() <= tol * y.abs().max()
     assert (x_ort - x).abs().max() <= tol * x.abs().max()
     assert (torch.round(y_ort) != torch.round(y)).float().mean() < 0.01
-
-
-def test_dpa_per_channel_activations_export_and_run(crop_dir, image, tmp_path):
-    """A QAT model with DPA's per-channel input quantizers (transposed convs of g_s, the RGB
-    input layer) exports and ONNX Runtime computes what PyTorch does; layers whose input is
-    quantized per channel get no int8 kernel (QLinearConv takes one input scale)."""
-    from licq.qat.quantizers import QATSpec, freeze_qat, prepare_qat
-
-    model = _ptq(QuantConfig.uniform(8, 8), crop_dir)
-    params = prepare_qat(model, QATSpec(params="dpa"))
-    torch.manual_seed(0)
-    with torch.no_grad():  # channels drift apart, as learned ones do
-        for p in params["scale"]:
-            p.add_(0.3 * torch.randn(p.shape))
-    freeze_qat(model)
-    assert model.g_s[2].input_quant.axis == 1 and model.g_a[0].input_quant.axis == 1
-    backend = int8_backend(model, tmp_path, threads=1)
-    with torch.no_grad():
-        y = model.g_a(image)
-        y_ort = backend.g_a(image)
-        x = model.g_s(torch.round(y))
-        x_ort = backend.g_s(torch.round(y))
-    assert (y_ort - y).abs().max() <= 0.02 * y.abs().max()
-    assert (x_ort - x).abs().max() <= 0.02 * x.abs().max()
-    assert "QLinearConv" not in layer_kernels(tmp_path / "g_s.opt.onnx")
 
 
 def test_int8_backend_codes_real_bitstreams_close_to_fake_quant(w8a8, image, tmp_path):
