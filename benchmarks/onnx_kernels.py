@@ -18,6 +18,7 @@ import argparse
 import json
 import tempfile
 import warnings
+from collections import Counter
 from pathlib import Path
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -26,7 +27,7 @@ import torch  # noqa: E402
 from baselines import baseline_checkpoint  # noqa: E402  (benchmarks/, the script's folder)
 
 from licq._provenance import provenance  # noqa: E402
-from licq.export.onnx import int8_backend, layer_kernel_map  # noqa: E402
+from licq.export.onnx import int8_backend, layer_kernel_map, layer_kernels  # noqa: E402
 from licq.models import load_model  # noqa: E402
 from licq.qat.engine import load_qat_result  # noqa: E402
 
@@ -48,16 +49,13 @@ def main() -> None:
         run = load_qat_result(load_model(args.arch, checkpoint=ckpt), run_dir / f"q{args.quality}")
         with tempfile.TemporaryDirectory() as tmp:
             int8_backend(run.model, tmp, PARTS, threads=1)
-            kernels = {}
+            kernels, counts = {}, Counter()
             for part in PARTS:
                 kernels.update(layer_kernel_map(Path(tmp) / f"{part}.opt.onnx", part))
-        counts: dict[str, int] = {}
-        for ops in kernels.values():
-            for op in ops.split("+"):
-                counts[op] = counts.get(op, 0) + 1
+                counts.update(layer_kernels(Path(tmp) / f"{part}.opt.onnx"))
         rows.append({"run": run_dir.name, "quality": args.quality,
                      "spec": json.loads((run_dir / f"q{args.quality}" / "qat.json").read_text())
-                     ["qat"]["spec"], "kernel_counts": counts, "kernels": kernels})
+                     ["qat"]["spec"], "kernel_counts": dict(counts), "kernels": kernels})
         print(run_dir.name, counts, flush=True)
     result = {"arch": args.arch, "quality": args.quality, "parts": list(PARTS), "rows": rows,
               "provenance": provenance()}

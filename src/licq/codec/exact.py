@@ -44,7 +44,7 @@ everywhere, but the reconstruction may differ in the last bits between machines.
 from __future__ import annotations
 
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -105,6 +105,16 @@ class _ExactInput:
                                    (self.qmax - self.zero_point).abs()).max())
 
 
+def _channel_by_channel(channels: int, mult: Tensor, conv_of: Callable[[int], Tensor]) -> Tensor:
+    """``Σ_c round(conv_of(c)) · mult[c]`` for per-channel inputs: each input channel's exact
+    integer convolution, requantized by its own factor row, the channels added in order."""
+    y = None
+    for c in range(channels):
+        t = torch.round(conv_of(c)) * mult[c].reshape(1, -1, 1, 1)
+        y = t if y is None else y + t
+    return y
+
+
 def _weight_codes(layer: nn.Module) -> tuple[Tensor, Tensor]:
     """(integer weight codes − zero point, per-output-channel scale), float64."""
     fq = layer.weight_quant
@@ -148,13 +158,9 @@ class _ExactConv(nn.Module):
     def _run(self, q: Tensor, padding) -> Tensor:  # noqa: ANN001
         if not self.inp.per_channel:
             y = torch.round(self._conv(q, self.w, padding)) * self.mult.reshape(1, -1, 1, 1)
-        else:  # Σ_c round(conv of channel c) · s_x[c]·s_w, summed in channel order
-            y = None
-            for c in range(q.shape[1]):
-                w = self.w[c:c + 1] if self.transposed else self.w[:, c:c + 1]
-                t = torch.round(self._conv(q[:, c:c + 1], w, padding))
-                t = t * self.mult[c].reshape(1, -1, 1, 1)
-                y = t if y is None else y + t
+        else:
+            y = _channel_by_channel(q.shape[1], self.mult, lambda c: self._conv(
+                q[:, c:c + 1], self.w[c:c + 1] if self.transposed else self.w[:, c:c + 1], padding))
         if self.bias is not None:
             y = y + self.bias.reshape(1, -1, 1, 1)
         return y
@@ -195,12 +201,9 @@ class _ExactGDN(nn.Module):
         t = q.abs() if self.abs_variant else q * q
         if not self.inp.per_channel:
             norm = torch.round(F.conv2d(t, self.gamma)) * self.mult.reshape(1, -1, 1, 1)
-        else:  # channel by channel, in order (as _ExactConv)
-            norm = None
-            for j in range(t.shape[1]):
-                u = torch.round(F.conv2d(t[:, j:j + 1], self.gamma[:, j:j + 1]))
-                u = u * self.mult[j].reshape(1, -1, 1, 1)
-                norm = u if norm is None else norm + u
+        else:
+            norm = _channel_by_channel(t.shape[1], self.mult, lambda j: F.conv2d(
+                t[:, j:j + 1], self.gamma[:, j:j + 1]))
         norm = norm + self.beta.reshape(1, -1, 1, 1)
         xr = self.inp.values(q)
         if not self.abs_variant:
