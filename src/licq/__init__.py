@@ -22,7 +22,7 @@ from licq.eval import (
     write_results,
 )
 from licq.models import get_adapter, lambda_for, list_models, load_model
-from licq.ptq import calibrate, post_training_quantize
+from licq.ptq import ReconstructionConfig, calibrate, post_training_quantize, reconstruct_
 from licq.qat import RateDistortionLoss, TrainConfig, Trainer
 from licq.quant.size import model_size
 from licq.search import allocate_bits, compute_sensitivity
@@ -35,6 +35,7 @@ __all__ = [
     "LicqError",
     "QuantConfig",
     "RateDistortionLoss",
+    "ReconstructionConfig",
     "TrainConfig",
     "Trainer",
     "bd_psnr",
@@ -53,5 +54,6 @@ __all__ = [
     "post_training_quantize",
     "quantize_",
     "read_results",
+    "reconstruct_",
     "write_results",
 ]

@@ -216,18 +216,29 @@ def cmd_ptq(args: argparse.Namespace) -> int:
         setting += "-a" + "-a".join(f"{b}({k})" for k, b in over.items())
     if args.equalize is not None:
         setting += f"-eq{args.equalize}"
+    rec_cfg = _reconstruction_config(args)
+    if args.method != "range":
+        setting += f"-{args.method}"
     calib = args.calib_dir or default_calibration_dir()
-    sizes, seconds = [], []
+    sizes, seconds, ptq_seconds = [], [], []
     for p, cfg in zip(points, configs, strict=True):
+        t0 = time.perf_counter()
         r = post_training_quantize(p.model, cfg, calib, num_crops=args.calib_crops,
                                    patch_size=args.calib_size, seed=args.calib_seed,
                                    progress=not args.no_progress, equalize=args.equalize,
-                                   lmbda=_point_lambda(args, p))
+                                   lmbda=_point_lambda(args, p), method=args.method,
+                                   reconstruction=rec_cfg, metric=args.metric)
+        ptq_seconds.append(time.perf_counter() - t0)
         sec = r.calibration.seconds if r.calibration else 0.0
         p.info.update({"bit_config": cfg.to_dict(), "size": r.size.as_dict(),
-                       "calibration_seconds": sec})
+                       "calibration_seconds": sec, "ptq_seconds": ptq_seconds[-1]})
         if r.equalization is not None:
             p.info["equalization"] = r.equalization
+        if r.reconstruction is not None:
+            p.info["reconstruction"] = r.reconstruction.as_dict()
+            kept = r.reconstruction.heldout_rd_loss
+            _log(f"q{p.quality}: reconstruction {r.reconstruction.seconds:.0f}s; held-out RD "
+                 "loss " + ", ".join(f"{k} {v:.4f}" for k, v in kept.items()))
         sizes.append(r.size)
         seconds.append(sec)
         _log(f"q{p.quality}: {r.size.model_bytes:,.0f} B, model ratio {r.size.ratio:.3f}x, weight "
@@ -245,6 +256,9 @@ def cmd_ptq(args: argparse.Namespace) -> int:
         "quantized_layers_ratio": sum(s.quantized_layers_ratio for s in sizes) / len(sizes),
         "bit_config": configs[0].to_dict() if len(set(map(str, configs))) == 1 else None,
         "calibration_seconds": seconds,
+        "ptq_seconds": ptq_seconds,
+        "method": args.method,
+        "reconstruction_config": rec_cfg.as_dict() if args.method == "rdo" else None,
         "calibration": {"dir": str(calib) if calib else None, "crops": args.calib_crops,
                         "size": args.calib_size, "seed": args.calib_seed},
         "command": prov["command"], "commit": prov["commit"],
@@ -252,6 +266,22 @@ def cmd_ptq(args: argparse.Namespace) -> int:
     name = args.name or f"{arch}-ptq-{setting}"
     _evaluate_and_write(args, arch, points, f"{source}, PTQ {setting}", name, extra)
     return 0
+
+
+def _reconstruction_config(args: argparse.Namespace):  # noqa: ANN202
+    """The ReconstructionConfig of ``--method rdo``'s flags (defaults where not given)."""
+    from licq.ptq.reconstruct import ReconstructionConfig
+
+    given = {k: getattr(args, f"rdo_{k}") for k in ("iters", "e2e_iters", "batch_size", "seed")
+             if getattr(args, f"rdo_{k}", None) is not None}
+    if args.method != "rdo" and given:
+        raise ValueError("--rdo-* options need --method rdo")
+    for flag in ("no_fisher", "no_bias_correction"):
+        if getattr(args, f"rdo_{flag}", False):
+            if args.method != "rdo":
+                raise ValueError("--rdo-* options need --method rdo")
+            given[flag.removeprefix("no_")] = False
+    return ReconstructionConfig(**given)
 
 
 # -- licq qat ------------------------------------------------------------------------------------
@@ -900,6 +930,20 @@ def _add_equalize_arg(s: argparse.ArgumentParser) -> None:
                    "the lowest RD loss on held-out training crops)")
 
 
+def _add_reconstruction_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--method", default="range", choices=["range", "rdo"],
+                   help="range: observers set the ranges (default); rdo: then learn each "
+                        "weight's rounding and the activation steps block by block on the RD-"
+                        "weighted reconstruction error, plus an end-to-end RD stage")
+    s.add_argument("--rdo-iters", type=int, help="rdo: steps per block (300)")
+    s.add_argument("--rdo-e2e-iters", type=int, help="rdo: steps of the end-to-end stage (100)")
+    s.add_argument("--rdo-batch-size", type=int, help="rdo: crops per step (4)")
+    s.add_argument("--rdo-seed", type=int, help="rdo: seed of crop sampling and noise (0)")
+    s.add_argument("--rdo-no-fisher", action="store_true",
+                   help="rdo: plain MSE block error instead of the RD-gradient-weighted one")
+    s.add_argument("--rdo-no-bias-correction", action="store_true", help="rdo: skip it")
+
+
 def _equalize_arg(text: str) -> float | str:
     if text == "auto":
         return text
@@ -968,6 +1012,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bits_args(s, "per-layer bit config JSON (one, or one per model)")
     _add_calib_args(s)
     _add_equalize_arg(s)
+    _add_reconstruction_args(s)
+    s.add_argument("--lambda", type=float, dest="lmbda",
+                   help="RD loss λ of --equalize auto / --method rdo (default: λ of the quality)")
     s.set_defaults(func=cmd_ptq)
 
     s = sub.add_parser("qat", help="quantization-aware training on the RD loss + evaluation")

@@ -1,15 +1,19 @@
-"""Post-training quantization of a float codec: quantize, calibrate, rebuild entropy tables."""
+"""Post-training quantization of a float codec: quantize, calibrate, optionally reconstruct
+(learned rounding and activation steps, :mod:`licq.ptq.reconstruct`), rebuild entropy tables."""
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 
 import torch.nn as nn
 
 from licq.api import LayerQConfig, QuantConfig, quantize_, quantizes_activations
+from licq.data import CropSampler
 from licq.ptq.calibrate import CalibrationStats, calibrate_on_folder
 from licq.ptq.equalize import equalize_for_config
+from licq.ptq.reconstruct import ReconstructionConfig, ReconstructionReport, reconstruct_
 from licq.quant.size import SizeReport, model_size
 
 
@@ -20,6 +24,14 @@ class PTQResult:
     size: SizeReport
     calibration: CalibrationStats | None
     equalization: dict | None = None
+    reconstruction: ReconstructionReport | None = None
+
+#: PTQ methods: ``range`` sets ranges only (observers); ``rdo`` then reconstructs block by block
+METHODS = ("range", "rdo")
+
+#: held-out training crops for reconstruction's keep-or-drop decisions (seed + 1's crops, as
+#: equalization's)
+HELDOUT_CROPS = 8
 
 
 def post_training_quantize(
@@ -34,6 +46,9 @@ def post_training_quantize(
     progress: bool = True,
     equalize: float | str | None = None,
     lmbda: float | None = None,
+    method: str = "range",
+    reconstruction: ReconstructionConfig | None = None,
+    metric: str = "mse",
 ) -> PTQResult:
     """Quantize ``model`` in place with ``config`` and calibrate its activations.
 
@@ -42,7 +57,18 @@ def post_training_quantize(
     tables are rebuilt with ``update(force=True)`` so the quantized model codes real bitstreams.
     ``equalize`` (an α, or ``"auto"``, which needs the RD loss's ``lmbda``) first rescales the
     float model's channels (:mod:`licq.ptq.equalize`) on the same calibration crops.
+    ``method="rdo"`` then reconstructs the quantized model towards the float one on those crops
+    (:func:`licq.ptq.reconstruct.reconstruct_`; needs ``lmbda``), deciding its optional stages
+    on ``HELDOUT_CROPS`` other training crops.
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "rdo":
+        if calib_dir is None:
+            raise ValueError("reconstruction needs calibration images (--calib-dir)")
+        if lmbda is None:
+            raise ValueError("reconstruction minimises the RD loss: give lmbda (licq: the "
+                             "model's quality, -q, or --lambda)")
     size = model_size(model, config)
     eq = None
     if equalize is not None:
@@ -53,6 +79,7 @@ def post_training_quantize(
                              "model's quality, -q)")
         eq = equalize_for_config(model, config, equalize, calib_dir, lmbda=lmbda or 0.0,
                                  num_crops=num_crops, patch_size=patch_size, seed=seed)
+    float_model = copy.deepcopy(model) if method == "rdo" else None
     resolved = quantize_(model, config)
     needs_calibration = quantizes_activations(resolved)
     stats = None
@@ -61,6 +88,14 @@ def post_training_quantize(
             raise ValueError("activation quantization needs calibration images (--calib-dir)")
         stats = calibrate_on_folder(model, calib_dir, num_crops=num_crops, batch_size=batch_size,
                                     patch_size=patch_size, seed=seed, progress=progress)
+    rec = None
+    if method == "rdo":
+        calib = CropSampler(calib_dir, patch_size=patch_size, seed=seed, flip=False).batches(
+            num_crops, batch_size)
+        heldout = CropSampler(calib_dir, patch_size=patch_size, seed=seed + 1,
+                              flip=False).batches(HELDOUT_CROPS, batch_size)
+        rec = reconstruct_(model, float_model, calib, heldout, lmbda, reconstruction,
+                           metric=metric, progress=progress)
     model.eval()
     model.update(force=True)
-    return PTQResult(model, resolved, size, stats, eq)
+    return PTQResult(model, resolved, size, stats, eq, rec)
