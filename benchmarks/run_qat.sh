@@ -119,6 +119,10 @@ LATA=() LSFX=
 QPA=() QSFX=
 [[ -z ${QPARAMS:-} ]] || { QPA=(--qparams "$QPARAMS"); QSFX=-$QPARAMS; }
 [[ -z ${SCALE_LR:-} ]] || { QPA+=(--scale-lr "$SCALE_LR"); QSFX+=-slr$SCALE_LR; }
+# INIT=rdo-ptq (main): start from the RD-optimised reconstruction (licq ptq --method rdo) instead
+# of the calibrated model; names get -init-rdo-ptq before -seed<N>
+INITA=() ISFX=
+[[ -z ${INIT:-} ]] || { INITA=(--init "$INIT"); ISFX=-init-$INIT; }
 # SEED=N (main, long): another training seed (crops, noise; the calibration stays the same);
 # names get -seed<N> at the end (before NAME_SFX)
 SEEDA=() SSFX=
@@ -142,13 +146,13 @@ case $mode in
     [[ ${#items[@]} -gt 0 ]] || items=(w8a8 6x 4x 8x)
     for it in "${items[@]}"; do
       case $it in
-        w8a8) run "w8a8$ESFX$QSFX$LSFX$SSFX" --preset fmpq --w-bits 8 --a-bits 8 "${EQA[@]}" "${QPA[@]}" \
-          "${LATA[@]}" "${SEEDA[@]}" ;;
+        w8a8) run "w8a8$ESFX$QSFX$LSFX$ISFX$SSFX" --preset fmpq --w-bits 8 --a-bits 8 "${EQA[@]}" \
+          "${QPA[@]}" "${LATA[@]}" "${INITA[@]}" "${SEEDA[@]}" ;;
         4x|6x|8x)
           [[ -f $(fmpq "$it") ]] || {
             echo "$(fmpq "$it"): no allocation (run_fmpq.py --arch $ARCH --methods $ALLOC)" >&2; exit 2; }
-          run "fmpq-$it$MSFX$ESFX$QSFX$LSFX$SSFX" --preset fmpq --bit-config "$(fmpq "$it")" \
-            "${EQA[@]}" "${QPA[@]}" "${LATA[@]}" "${SEEDA[@]}" ;;
+          run "fmpq-$it$MSFX$ESFX$QSFX$LSFX$ISFX$SSFX" --preset fmpq --bit-config "$(fmpq "$it")" \
+            "${EQA[@]}" "${QPA[@]}" "${LATA[@]}" "${INITA[@]}" "${SEEDA[@]}" ;;
         *) echo "unknown main step $it" >&2; exit 2 ;;
       esac
     done

@@ -268,19 +268,19 @@ def cmd_ptq(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reconstruction_config(args: argparse.Namespace):  # noqa: ANN202
-    """The ReconstructionConfig of ``--method rdo``'s flags (defaults where not given)."""
+def _reconstruction_config(args: argparse.Namespace, method: str | None = None):  # noqa: ANN202
+    """The ReconstructionConfig of the ``--rdo-*`` flags (defaults where not given); they need
+    ``method`` (default ``--method``) to reconstruct."""
     from licq.ptq.reconstruct import ReconstructionConfig
 
-    given = {k: getattr(args, f"rdo_{k}") for k in ("iters", "e2e_iters", "batch_size", "seed")
-             if getattr(args, f"rdo_{k}", None) is not None}
-    if args.method != "rdo" and given:
-        raise ValueError("--rdo-* options need --method rdo")
+    method = method or args.method
+    given: dict = {k: getattr(args, f"rdo_{k}") for k in ("iters", "e2e_iters", "batch_size", "seed")
+                   if getattr(args, f"rdo_{k}", None) is not None}
     for flag in ("no_fisher", "no_bias_correction"):
         if getattr(args, f"rdo_{flag}", False):
-            if args.method != "rdo":
-                raise ValueError("--rdo-* options need --method rdo")
             given[flag.removeprefix("no_")] = False
+    if given and method not in ("rdo", "rdo-ptq"):
+        raise ValueError("--rdo-* options need --method rdo (ptq) or --init rdo-ptq (qat)")
     return ReconstructionConfig(**given)
 
 
@@ -326,7 +326,9 @@ def _qat_settings(args: argparse.Namespace):  # noqa: ANN202
         dyn["dynamic_candidates"] = tuple(args.candidates)
     return replace(base, spec=spec, scale_lr=args.scale_lr, zero_point_lr=args.zp_lr,
                    calib_crops=args.calib_crops, calib_size=args.calib_size,
-                   calib_seed=args.calib_seed, equalize=args.equalize, **dyn)
+                   calib_seed=args.calib_seed, equalize=args.equalize, init=args.init,
+                   reconstruction=_reconstruction_config(args, "rdo-ptq" if args.init == "rdo-ptq"
+                                                         else "range"), **dyn)
 
 
 def cmd_qat(args: argparse.Namespace) -> int:
@@ -673,7 +675,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     settings = SensitivitySettings(
         bits=tuple(args.bits), a_bits=None if args.weight_only else args.a_bits, lmbda=lmbda,
         calib_dir=str(calib), num_crops=args.calib_crops, patch_size=args.calib_size,
-        batch_size=args.batch_size, seed=args.calib_seed)
+        batch_size=args.batch_size, seed=args.calib_seed, ptq=args.ptq,
+        **({"rdo_iters": args.rdo_iters} if args.rdo_iters else {}))
     key = cache_key(model_hash(point.model), settings)
     cache = Path(args.cache_dir) / f"{arch}-{key}.json"
     if cache.is_file() and not args.no_cache:
@@ -931,10 +934,6 @@ def _add_equalize_arg(s: argparse.ArgumentParser) -> None:
 
 
 def _add_reconstruction_args(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--method", default="range", choices=["range", "rdo"],
-                   help="range: observers set the ranges (default); rdo: then learn each "
-                        "weight's rounding and the activation steps block by block on the RD-"
-                        "weighted reconstruction error, plus an end-to-end RD stage")
     s.add_argument("--rdo-iters", type=int, help="rdo: steps per block (300)")
     s.add_argument("--rdo-e2e-iters", type=int, help="rdo: steps of the end-to-end stage (100)")
     s.add_argument("--rdo-batch-size", type=int, help="rdo: crops per step (4)")
@@ -1012,6 +1011,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bits_args(s, "per-layer bit config JSON (one, or one per model)")
     _add_calib_args(s)
     _add_equalize_arg(s)
+    s.add_argument("--method", default="range", choices=["range", "rdo"],
+                   help="range: observers set the ranges (default); rdo: then learn each "
+                        "weight's rounding and the activation steps block by block on the RD-"
+                        "weighted reconstruction error, plus an end-to-end RD stage")
     _add_reconstruction_args(s)
     s.add_argument("--lambda", type=float, dest="lmbda",
                    help="RD loss λ of --equalize auto / --method rdo (default: λ of the quality)")
@@ -1043,6 +1046,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scale-lr", type=float, default=1e-4, help="Adam lr of the log-scales")
     s.add_argument("--zp-lr", type=float, default=1e-3, help="Adam lr of the zero points")
     s.add_argument("--loss", choices=["rd", "distortion"], help="default rd (R + λ·D)")
+    s.add_argument("--init", default="range", choices=["range", "rdo-ptq"],
+                   help="start from the calibrated model (range) or from its RD-optimised "
+                        "reconstruction (rdo-ptq: `licq ptq --method rdo`, on the calibration "
+                        "crops)")
+    _add_reconstruction_args(s)
     _add_latent_rounding_arg(s)
     s.add_argument("--lambda", type=float, dest="lmbda", help="default: λ of the quality")
     s.add_argument("--steps", type=int)
@@ -1110,6 +1118,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lambda", type=float, dest="lmbda", help="default: λ of the quality")
     _add_calib_args(s, crops=16)
     s.add_argument("--batch-size", type=int, default=8, help="crops per forward pass")
+    s.add_argument("--ptq", default="range", choices=["range", "rdo"],
+                   help="what a trial layer loses: rounded to nearest (range), or after learning "
+                        "its rounding and input step (rdo, as `licq ptq --method rdo`)")
+    s.add_argument("--rdo-iters", type=int, help="rdo: reconstruction steps per trial (100)")
     s.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "licq" / "sensitivity"))
     s.add_argument("--no-cache", action="store_true")
     s.add_argument("-o", "--output", type=Path, help="also write the ζ table here")

@@ -1,3 +1,4 @@
+import json
 import os
 import socket
 
@@ -197,3 +198,32 @@ def test_qat_with_equalization_records_it_and_reloads(tmp_path, crop_dir):
     assert all(torch.equal(a[k], b[k]) for k in a)
     # the equalized weights are what was trained: g_s.2's input channels were rescaled
     assert not torch.equal(a["g_s.2.weight"], tiny_model(ARCH).state_dict()["g_s.2.weight"])
+
+
+def test_qat_from_the_reconstructed_model(tmp_path, crop_dir, monkeypatch):
+    """--init rdo-ptq: training starts from the reconstructed model (on-grid weights, held-out
+    RD losses recorded), with the rounding it learned, not the round-to-nearest one."""
+    import licq.qat.engine as engine
+    from licq.ptq import ReconstructionConfig
+    from licq.ptq.reconstruct import weights_on_grid
+
+    started = []
+    real_prepare = engine.prepare_qat
+    monkeypatch.setattr(engine, "prepare_qat",
+                        lambda m, spec: started.append(weights_on_grid(m)) or real_prepare(m, spec))
+    settings = QATSettings(spec=PRESETS["fmpq"].settings.spec, calib_crops=4, calib_size=64,
+                           init="rdo-ptq",
+                           reconstruction=ReconstructionConfig(iters=5, e2e_iters=0))
+    qat_quantize(tiny_model(ARCH), QuantConfig.uniform(4, 8), settings, _train_cfg(2),
+                 train_dir=crop_dir, out_dir=tmp_path, progress=False)
+    assert started == [True]
+    summary = json.loads((tmp_path / "qat.json").read_text())
+    assert summary["qat"]["init"] == "rdo-ptq"
+    assert "calibrated" in summary["reconstruction"]["heldout_rd_loss"]
+
+
+def test_rdo_init_is_refused_with_dynamic_bits():
+    with pytest.raises(ValueError, match="rdo-ptq"):
+        QATSettings(init="rdo-ptq", dynamic_candidates=(4, 6, 8))
+    with pytest.raises(ValueError, match="init must be one of"):
+        QATSettings(init="adaround")

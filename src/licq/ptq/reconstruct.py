@@ -276,6 +276,16 @@ class _Tap:
         for h in self._handles:
             h.remove()
 
+    def error_weights(self) -> list[Tensor]:
+        """Per-element weights of the block's output error: the squared RD-loss gradients
+        recorded (BRECQ's diagonal Fisher), normalised to mean 1; all ones where the loss did
+        not reach the block (or no gradient was recorded)."""
+        grads = [self.grads.get(j) for j in range(len(self.outputs))]
+        if not grads or any(g is None for g in grads):
+            return [torch.ones_like(y) for y in self.outputs]
+        mean_sq = sum(float((g**2).sum()) for g in grads) / sum(g.numel() for g in grads)
+        return [g**2 / max(mean_sq, 1e-30) for g in grads]
+
 
 def _call_order(model: nn.Module, blocks: list[Block], x: Tensor) -> list[Block]:
     """``blocks`` sorted by when a forward pass first calls them (data-flow order); blocks it
@@ -294,7 +304,7 @@ def _call_order(model: nn.Module, blocks: list[Block], x: Tensor) -> list[Block]
 
 
 # -- the procedure -------------------------------------------------------------------------------
-def _capture(model: nn.Module, blocks: list[Block], batches: list[Tensor], *, train: bool,
+def capture(model: nn.Module, blocks: list[Block], batches: list[Tensor], *, train: bool,
              rd_loss: Callable | None = None, seed: int = 0, stop: bool = False) -> list[_Tap]:
     """Run ``model`` over ``batches`` recording ``blocks`` (named as in ``model``): their inputs
     and outputs; with ``rd_loss`` also the RD-loss gradient of their outputs (a noisy training
@@ -563,19 +573,15 @@ def _reconstruct_all(model: nn.Module, float_model: nn.Module, blocks: list[Bloc
     fp_mods = dict(float_model.named_modules())
     pre_bias: dict[str, Tensor] = {}
     # the float codec's block inputs/outputs and RD-loss gradients, every block in one pass
-    fp_taps = _capture(float_model, blocks, calib, train=False)
-    g_taps = (_capture(float_model, blocks, calib, train=True, rd_loss=rd_loss, seed=cfg.seed)
+    fp_taps = capture(float_model, blocks, calib, train=False)
+    g_taps = (capture(float_model, blocks, calib, train=True, rd_loss=rd_loss, seed=cfg.seed)
               if cfg.fisher else [None] * len(blocks))
     for i, (block, fp_tap, g_tap) in enumerate(zip(blocks, fp_taps, g_taps, strict=True)):
-        weights = [torch.ones_like(y) for y in fp_tap.outputs]
-        if g_tap is not None:
-            grads = [g_tap.grads.get(j) for j in range(len(g_tap.outputs))]
-            if all(g is not None for g in grads):  # else a block the RD loss does not reach
-                mean_sq = sum(float((g**2).sum()) for g in grads) / sum(g.numel() for g in grads)
-                weights = [g**2 / max(mean_sq, 1e-30) for g in grads]
-            g_taps[i] = None  # free the gradients
+        weights = (g_tap.error_weights() if g_tap is not None
+                   else [torch.ones_like(y) for y in fp_tap.outputs])
+        g_taps[i] = None  # free the gradients
         # inputs from the quantized model as reconstructed so far (BRECQ's sequential order)
-        (q_tap,) = _capture(model, [block], calib, train=False,
+        (q_tap,) = capture(model, [block], calib, train=False,
                             stop=len(fp_tap.inputs) == len(calib))
         if len(q_tap.inputs) != len(fp_tap.outputs):
             raise RuntimeError(f"block {block.name}: {len(q_tap.inputs)} quantized calls, "
@@ -627,8 +633,8 @@ def block_errors(model: nn.Module, float_model: nn.Module, batches: list[Tensor]
     model's inputs against the float block on the float model's (what reconstruction lowers,
     unweighted)."""
     blocks = _call_order(model, reconstruction_blocks(model), batches[0][:1])
-    fp_taps = _capture(float_model, blocks, batches, train=False)
-    q_taps = _capture(model, blocks, batches, train=False)
+    fp_taps = capture(float_model, blocks, batches, train=False)
+    q_taps = capture(model, blocks, batches, train=False)
     return {b.name: sum(float(((q - f) ** 2).sum()) for q, f in zip(qt.outputs, ft.outputs,
                                                                    strict=True))
             / sum(f.numel() for f in ft.outputs)

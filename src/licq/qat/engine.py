@@ -14,6 +14,7 @@ checkpoints, exact resume, DDP) → write the learned parameters back (``freeze_
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -30,10 +31,15 @@ from licq.errors import CheckpointError
 from licq.models.loading import resize_entropy_tables
 from licq.ptq.calibrate import calibrate_on_folder
 from licq.ptq.equalize import equalize_for_config
+from licq.ptq.pipeline import HELDOUT_CROPS
+from licq.ptq.reconstruct import ReconstructionConfig, reconstruct_
 from licq.qat.loop import TrainConfig, Trainer
 from licq.qat.quantizers import QATSpec, freeze_qat, prepare_qat
 from licq.quant.fake_quant import FakeQuantize
 from licq.quant.size import SizeReport, model_size
+
+#: what QAT starts from (QATSettings.init)
+INITS = ("range", "rdo-ptq")
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,9 @@ class QATSettings:
         equalize: rescale the float model's channels first (an α, or ``"auto"``: chosen by the
             RD loss on held-out training crops; :mod:`licq.ptq.equalize`), on the calibration
             crops.
+        init: the quantized model training starts from: ``"range"`` (calibrated ranges, round
+            to nearest) or ``"rdo-ptq"`` (then reconstructed: :mod:`licq.ptq.reconstruct`,
+            on the calibration crops, with ``reconstruction``'s hyper-parameters).
     """
 
     spec: QATSpec = field(default_factory=QATSpec)
@@ -63,6 +72,8 @@ class QATSettings:
     calib_seed: int = 0
     # activation-range equalization before quantizing (licq.ptq.equalize): an α, "auto", or None
     equalize: float | str | None = None
+    init: str = "range"
+    reconstruction: ReconstructionConfig = field(default_factory=ReconstructionConfig)
     # DynaQuant DBWS (licq.dynamic): per-image bit-widths from these candidates, loss + γ·L_bits
     dynamic_candidates: tuple[int, ...] | None = None
     bits_weight: float = 0.01  # γ
@@ -74,9 +85,17 @@ class QATSettings:
     selector_hidden: int = 16
     selector_bits: int | None = 8  # selector weights after training (None: float)
 
+    def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.init == "rdo-ptq" and self.dynamic_candidates is not None:
+            raise ValueError("init 'rdo-ptq' reconstructs one static model: not with dynamic "
+                             "(per-image) bit-widths")
+
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["pin_8bit_groups"] = list(self.pin_8bit_groups)
+        d["reconstruction"] = self.reconstruction.as_dict()
         if self.dynamic_candidates is not None:
             d["dynamic_candidates"] = list(self.dynamic_candidates)
         return d
@@ -186,6 +205,7 @@ def qat_quantize(
             model, config, settings.equalize, calib_dir or train_dir, lmbda=train.lmbda,
             metric=train.metric, num_crops=settings.calib_crops,
             patch_size=settings.calib_size, seed=settings.calib_seed)
+    float_model = copy.deepcopy(model) if settings.init == "rdo-ptq" else None
     resolved = quantize_(model, config)
     extra_loss = on_step = None
     selector_params: list[nn.Parameter] = []
@@ -208,6 +228,17 @@ def qat_quantize(
                                     patch_size=settings.calib_size, seed=settings.calib_seed,
                                     progress=progress)
         calib_seconds = stats.seconds
+    reconstruction = None
+    if float_model is not None and not resume:  # (a resumed run's checkpoint holds the result)
+        crops = calib_dir or train_dir
+        calib = CropSampler(crops, patch_size=settings.calib_size, seed=settings.calib_seed,
+                            flip=False).batches(settings.calib_crops, 8)
+        heldout = CropSampler(crops, patch_size=settings.calib_size, seed=settings.calib_seed + 1,
+                              flip=False).batches(HELDOUT_CROPS, 8)
+        reconstruction = reconstruct_(model, float_model, calib, heldout, train.lmbda,
+                                      settings.reconstruction, metric=train.metric,
+                                      progress=progress).as_dict()
+        del float_model
     qparams = prepare_qat(model, settings.spec)
     groups = [{"params": qparams["scale"], "lr": settings.scale_lr},
               {"params": qparams["zero_point"], "lr": settings.zero_point_lr},
@@ -216,6 +247,8 @@ def qat_quantize(
     meta = {"bit_config": config.to_dict(), "qat": settings.as_dict(), **(meta or {})}
     if equalization is not None:
         meta["equalization"] = equalization
+    if reconstruction is not None:
+        meta["reconstruction"] = reconstruction
     trainer = Trainer(model, sampler, train, out_dir, meta=meta, extra_param_groups=groups,
                       device=device, extra_loss=extra_loss, on_step=on_step)
     ckpt = out_dir / Trainer.CHECKPOINT

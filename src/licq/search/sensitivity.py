@@ -12,6 +12,11 @@ its own stage, from that layer's top-level block on, and what depends on it (a g
 from its block on and keeps the rate; an h_a, h_s, context or entropy-parameter layer reruns the
 rate only, since the eval-mode ŷ = round(y) of the autoregressive models does not depend on them).
 Other architectures rerun the whole forward pass with the one layer swapped.
+
+``ptq="rdo"`` measures what a reconstructed model loses instead of what rounding loses: each
+trial layer (quantized alone, so its input is the float model's) first learns its weights'
+rounding and its input step on the calibration crops (:func:`licq.ptq.reconstruct.
+reconstruct_block`: the float layer's output as target, weighted by the RD loss's gradient there).
 """
 
 from __future__ import annotations
@@ -56,6 +61,15 @@ class SensitivitySettings:
     seed: int = 0
     observer: str = "minmax"
     a_observer: str = "mse"
+    # "range": each trial layer rounds to nearest; "rdo": it is reconstructed first
+    ptq: str = "range"
+    rdo_iters: int = 100  # reconstruction steps per trial (ptq="rdo")
+
+    def __post_init__(self) -> None:
+        if self.ptq not in ("range", "rdo"):
+            raise ValueError(f"ptq must be 'range' or 'rdo', got {self.ptq!r}")
+        if self.rdo_iters < 1:
+            raise ValueError(f"rdo_iters must be ≥ 1, got {self.rdo_iters}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SensitivitySettings:
@@ -264,6 +278,39 @@ def _stage_of(name: str) -> tuple[str, int | None]:
     return parts[0], int(parts[1]) if len(parts) > 1 else None
 
 
+def _reconstruct_trials(model: nn.Module, trials: dict[tuple[str, int], nn.Module],
+                        batches: list[Tensor], crit: RateDistortionLoss,
+                        settings: SensitivitySettings, progress: bool) -> None:
+    """Reconstruct every trial layer alone towards its float layer (``settings.ptq == "rdo"``),
+    on the float model's inputs of that layer and the RD-gradient weights of its output."""
+    from licq.ptq.reconstruct import Block, ReconstructionConfig, capture, reconstruct_block
+
+    names = sorted({n for n, _ in trials})
+    modules = dict(model.named_modules())
+    blocks = [Block([n], [modules[n]]) for n in names]
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        taps = capture(model, blocks, batches, train=False)
+        grads = capture(model, blocks, batches, train=True,
+                        rd_loss=lambda out, x: crit(out, x)["loss"], seed=settings.seed)
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+    cfg = ReconstructionConfig(iters=settings.rdo_iters, seed=settings.seed, e2e_iters=0)
+    bar = tqdm(total=len(trials), desc="sensitivity: reconstruct", unit="trial",
+               disable=not progress, dynamic_ncols=True)
+    for n, tap, gtap in zip(names, taps, grads, strict=True):
+        data = [(x, y, w) for x, y, w in zip(tap.inputs, tap.outputs, gtap.error_weights(),
+                                             strict=True)]
+        for b in settings.bits:
+            reconstruct_block(Block([n], [trials[(n, b)]]), data, cfg,
+                              torch.Generator().manual_seed(settings.seed))
+            bar.update(1)
+    bar.close()
+
+
 # -- main entry ----------------------------------------------------------------------------------
 @torch.no_grad()
 def compute_sensitivity(
@@ -293,7 +340,7 @@ def compute_sensitivity(
 
     # Input ranges: each layer's input quantizer sees the float prefix, so one calibration of a
     # copy with every layer observing (weights at 16 bit, i.e. float) serves all trials.
-    act_ranges: dict[str, tuple[Tensor, Tensor]] = {}
+    act_ranges: dict[str, tuple[Tensor, Tensor, bool]] = {}
     if settings.a_bits is not None:
         probe = copy.deepcopy(model)
         quantize_(probe, QuantConfig(default=None, layers={n: LayerQConfig(
@@ -302,7 +349,8 @@ def compute_sensitivity(
             for x in batches:
                 probe(x)
         for n, q in quantized_layers(probe).items():
-            act_ranges[n] = (q.input_quant.scale.clone(), q.input_quant.zero_point.clone())
+            act_ranges[n] = (q.input_quant.scale.clone(), q.input_quant.zero_point.clone(),
+                             q.input_quant.integer_step)
         del probe
 
     trials: dict[tuple[str, int], nn.Module] = {}
@@ -316,7 +364,11 @@ def compute_sensitivity(
                 q.input_quant.scale.copy_(act_ranges[n][0])
                 q.input_quant.zero_point.copy_(act_ranges[n][1])
                 q.input_quant.calibrated.fill_(True)
+                q.input_quant.integer_step = act_ranges[n][2]  # a decoded latent's grid
             trials[(n, b)] = q.eval()
+    if settings.ptq == "rdo":
+        with torch.enable_grad():
+            _reconstruct_trials(model, trials, batches, crit, settings, progress and rank == 0)
 
     staged = _staged(model)
     rd_fp = 0.0
