@@ -147,7 +147,8 @@ def test_search_failure_is_one_line(tmp_path, crop_dir, capsys):
     assert len(err) == 1 and "has no sensitivity" in err[0]
 
 
-@pytest.mark.parametrize("equalize", [[], ["--equalize", "0.5"]])
+@pytest.mark.parametrize("equalize", [[], ["--equalize", "0.5"],
+                                      ["--method", "rdo", "--rdo-iters", "3", "--rdo-e2e-iters", "2"]])
 def test_export_then_eval_packed_equals_ptq(tmp_path, crop_dir, image_dir, capsys, equalize):
     common = ["--calib-dir", str(crop_dir), "--calib-crops", "4", "--calib-size", "64",
               "--no-progress", *equalize]
@@ -161,9 +162,13 @@ def test_export_then_eval_packed_equals_ptq(tmp_path, crop_dir, image_dir, capsy
     a, b = read_results(tmp_path / "packed.json"), read_results(tmp_path / "ptq.json")
     assert a["results"]["bpp"] == b["results"]["bpp"]  # same bitstreams
     assert a["results"]["psnr-rgb"] == b["results"]["psnr-rgb"]
-    if equalize:  # the packed file is just other float weights: nothing new to deploy
+    if "--equalize" in equalize:  # the packed file is just other float weights: nothing new
         assert b["licq"]["setting"].endswith("-eq0.5")
         assert b["licq"]["points"][0]["equalization"]["alpha"] == 0.5
+    if "rdo" in equalize:  # a seeded reconstruction: the same model in export and in ptq
+        assert b["licq"]["setting"].endswith("-rdo") and b["licq"]["method"] == "rdo"
+        assert b["licq"]["points"][0]["reconstruction"]["blocks"]
+        assert b["licq"]["reconstruction_config"]["iters"] == 3
 
 
 def test_qat_command_smoke(tmp_path, crop_dir, image_dir, capsys, monkeypatch):

@@ -483,9 +483,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     fp32_hash = model_hash(point.model)
     sizes = infer_args(get_adapter(arch), point.model.state_dict())
     if args.qat_run:
-        if args.layer_a_bits or args.equalize is not None:
-            raise ValueError("--layer-a-bits / --equalize apply to a PTQ config; a QAT run keeps "
-                             "its own")
+        if args.layer_a_bits or args.equalize is not None or args.method != "range":
+            raise ValueError("--layer-a-bits / --equalize / --method apply to a PTQ config; a "
+                             "QAT run keeps its own")
         run = load_qat_result(point.model, args.qat_run)
         config, size, source = run.config, run.size, f"QAT run {args.qat_run}"
     else:
@@ -496,8 +496,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         r = post_training_quantize(point.model, config, args.calib_dir or _default_calib(),
                                    num_crops=args.calib_crops, patch_size=args.calib_size,
                                    seed=args.calib_seed, progress=not args.no_progress,
-                                   equalize=args.equalize, lmbda=_point_lambda(args, point))
-        size, source = r.size, f"PTQ {setting}"
+                                   equalize=args.equalize, lmbda=_point_lambda(args, point),
+                                   method=args.method, reconstruction=_reconstruction_config(args),
+                                   metric=args.metric)
+        size, source = r.size, f"PTQ {setting}" + ("" if args.method == "range" else
+                                                    f" --method {args.method}")
     model = point.model.eval()
     nbytes = export_packed(model, args.output, arch=arch, sizes=sizes, config=config,
                            quality=point.quality, fp32_sha256=fp32_hash,
@@ -933,6 +936,14 @@ def _add_equalize_arg(s: argparse.ArgumentParser) -> None:
                    "the lowest RD loss on held-out training crops)")
 
 
+def _add_ptq_method_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--method", default="range", choices=["range", "rdo"],
+                   help="range: observers set the ranges (default); rdo: then learn each "
+                        "weight's rounding and the activation steps block by block on the RD-"
+                        "weighted reconstruction error, plus an end-to-end RD stage")
+    _add_reconstruction_args(s)
+
+
 def _add_reconstruction_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--rdo-iters", type=int, help="rdo: steps per block (300)")
     s.add_argument("--rdo-e2e-iters", type=int, help="rdo: steps of the end-to-end stage (100)")
@@ -1011,11 +1022,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bits_args(s, "per-layer bit config JSON (one, or one per model)")
     _add_calib_args(s)
     _add_equalize_arg(s)
-    s.add_argument("--method", default="range", choices=["range", "rdo"],
-                   help="range: observers set the ranges (default); rdo: then learn each "
-                        "weight's rounding and the activation steps block by block on the RD-"
-                        "weighted reconstruction error, plus an end-to-end RD stage")
-    _add_reconstruction_args(s)
+    _add_ptq_method_args(s)
     s.add_argument("--lambda", type=float, dest="lmbda",
                    help="RD loss λ of --equalize auto / --method rdo (default: λ of the quality)")
     s.set_defaults(func=cmd_ptq)
@@ -1079,6 +1086,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bits_args(s, "per-layer bit config JSON (PTQ)")
     _add_calib_args(s)
     _add_equalize_arg(s)
+    _add_ptq_method_args(s)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_export)
