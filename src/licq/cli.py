@@ -217,8 +217,9 @@ def cmd_ptq(args: argparse.Namespace) -> int:
     if args.equalize is not None:
         setting += f"-eq{args.equalize}"
     rec_cfg = _reconstruction_config(args)
-    if args.method != "range":
-        setting += f"-{args.method}"
+    method = getattr(args, "method", "range")  # (licq demo's namespace has no --method)
+    if method != "range":
+        setting += f"-{method}"
     calib = args.calib_dir or default_calibration_dir()
     sizes, seconds, ptq_seconds = [], [], []
     for p, cfg in zip(points, configs, strict=True):
@@ -226,7 +227,7 @@ def cmd_ptq(args: argparse.Namespace) -> int:
         r = post_training_quantize(p.model, cfg, calib, num_crops=args.calib_crops,
                                    patch_size=args.calib_size, seed=args.calib_seed,
                                    progress=not args.no_progress, equalize=args.equalize,
-                                   lmbda=_point_lambda(args, p), method=args.method,
+                                   lmbda=_point_lambda(args, p), method=method,
                                    reconstruction=rec_cfg, metric=args.metric)
         ptq_seconds.append(time.perf_counter() - t0)
         sec = r.calibration.seconds if r.calibration else 0.0
@@ -257,8 +258,8 @@ def cmd_ptq(args: argparse.Namespace) -> int:
         "bit_config": configs[0].to_dict() if len(set(map(str, configs))) == 1 else None,
         "calibration_seconds": seconds,
         "ptq_seconds": ptq_seconds,
-        "method": args.method,
-        "reconstruction_config": rec_cfg.as_dict() if args.method == "rdo" else None,
+        "method": method,
+        "reconstruction_config": rec_cfg.as_dict() if method == "rdo" else None,
         "calibration": {"dir": str(calib) if calib else None, "crops": args.calib_crops,
                         "size": args.calib_size, "seed": args.calib_seed},
         "command": prov["command"], "commit": prov["commit"],
@@ -273,7 +274,7 @@ def _reconstruction_config(args: argparse.Namespace, method: str | None = None):
     ``method`` (default ``--method``) to reconstruct."""
     from licq.ptq.reconstruct import ReconstructionConfig
 
-    method = method or args.method
+    method = method or getattr(args, "method", "range")
     given: dict = {k: getattr(args, f"rdo_{k}") for k in ("iters", "e2e_iters", "batch_size", "seed")
                    if getattr(args, f"rdo_{k}", None) is not None}
     for flag in ("no_fisher", "no_bias_correction"):
