@@ -211,18 +211,20 @@ def _rdo_target(arch: str, setting: str) -> float | None:
 def _reconstruction_rows(arch: str, anchor: dict) -> list[str]:
     """``run_ptq.sh`` with ``EXTRA="--method rdo" SUFFIX=-rdo``: each setting reconstructed
     (learned rounding and activation steps, licq.ptq.reconstruct), beside its range-only PTQ."""
-    rows = []
-    for f in sorted(RESULTS.glob(f"ptq-{arch}-*-rdo.json")):
+    rows, bars = [], []
+    for f in sorted(RESULTS.glob(f"ptq-{arch}-*-rdo.json"), key=_rdo_order):
         setting = f.stem.removeprefix(f"ptq-{arch}-").removesuffix("-rdo")
         plain = _ptq_counterpart(arch, setting)
         r = read_results(f)
-        value = bd_rate(anchor, r)
+        value = _bd_or_none(anchor, f)
         goal = _rdo_target(arch, setting)
+        bars.append((setting, _bd_or_none(anchor, plain), value, goal))
         minutes = max(r["licq"]["ptq_seconds"]) / 60
         budget = RDO_TARGETS.get(arch, ((), None))[1]
         kept = [("bias corr." if p["reconstruction"]["bias_correction_kept"] else "") + (
             " + e2e" if p["reconstruction"]["e2e_kept"] else "") for p in r["licq"]["points"]]
-        met = "—" if goal is None else ("met" if value <= goal else "**not met**")
+        met = ("—" if goal is None else "**not met**" if value is None or value > goal
+               else "met")
         rows.append(f"| {setting} | {_bd(anchor, read_results(plain)) if plain else '—'} | "
                     f"{_bd(anchor, r)} | {_bd(anchor, r, 'ms-ssim-rgb')} | "
                     f"{'—' if goal is None else f'≤ {goal:g}'} ({met}) | "
@@ -231,6 +233,7 @@ def _reconstruction_rows(arch: str, anchor: dict) -> list[str]:
                     f"{', '.join(k.strip() or 'none' for k in kept)} |")
     if not rows:
         return []
+    plot = _plot_rdo(arch, bars)
     return ["RD-optimised reconstruction (`--method rdo`: AdaRound rounding and activation steps "
             "learned block by block on the RD-gradient-weighted error, bias correction and an "
             "end-to-end RD stage each kept only where they lower the RD loss of 8 held-out "
@@ -240,7 +243,51 @@ def _reconstruction_rows(arch: str, anchor: dict) -> list[str]:
             "| setting | BD-rate PSNR (%) range only | with `--method rdo` | its BD-rate MS-SSIM "
             "(%) | target (%) | model ratio | minutes / model (slowest of 4, 1 thread) | stages "
             "kept (q1–q4) |",
-            "|---|---|---|---|---|---|---|---|", *rows, ""]
+            "|---|---|---|---|---|---|---|---|", *rows, "", f"![rdo vs range-only PTQ]"
+            f"(benchmarks/results/{plot.name})", ""]
+
+
+def _rdo_order(f: Path) -> tuple[int, str]:
+    """w8a8 first, then the FMPQ ratios in increasing order."""
+    m = re.search(r"fmpq-(\d+)x", f.stem)
+    return (int(m.group(1)) if m else 0, f.stem)
+
+
+def _bd_or_none(anchor: dict, f: Path | None) -> float | None:
+    if f is None:
+        return None
+    try:
+        return bd_rate(anchor, read_results(f))
+    except Exception:  # noqa: BLE001 - a curve BD cannot compare (drawn as missing)
+        return None
+
+
+def _plot_rdo(arch: str, bars: list[tuple[str, float | None, float | None, float | None]]
+              ) -> Path:
+    """Grouped bars: BD-rate of range-only PTQ and of `--method rdo` per setting, with the
+    issue's target as a tick (log-scaled y: the settings span two decades)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    xs = range(len(bars))
+    for i, (_, plain, rdo, goal) in enumerate(bars):
+        if plain is not None:
+            ax.bar(i - 0.2, plain, 0.4, color="tab:gray", label="range only" if i == 0 else None)
+            ax.annotate(f"{plain:+.1f}", (i - 0.2, plain), ha="center", va="bottom", fontsize=7)
+        if rdo is not None:
+            ax.bar(i + 0.2, rdo, 0.4, color="tab:blue", label="--method rdo" if i == 0 else None)
+            ax.annotate(f"{rdo:+.1f}", (i + 0.2, rdo), ha="center", va="bottom", fontsize=7)
+        if goal is not None:
+            ax.hlines(goal, i - 0.45, i + 0.45, colors="tab:red",
+                      label="target" if i == 0 else None)
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_xticks(list(xs), [b[0] for b in bars], fontsize=8)
+    ax.axhline(0, color="black", lw=0.5)
+    return _save_bd_plot(fig, ax, "setting", f"{arch}: PTQ on Kodak-24, real bitstreams",
+                         f"ptq-rdo-{arch}.png")
 
 
 def _alpha(point: dict) -> str:
@@ -386,7 +433,8 @@ QAT_MAIN = [
     "fmpq-6x", "fmpq-6x-dp-monotone", "fmpq-6x-eq-auto", "fmpq-6x-latent-mixed",
     "fmpq-6x-dpa-slr0.01-latent-mixed", "fmpq-6x-dpa-slr0.001-latent-mixed",
     "fmpq-8x", "fmpq-8x-dp-monotone", "fmpq-8x-eq-auto", "fmpq-8x-latent-mixed",
-    "fmpq-8x-dpa-slr0.01-latent-mixed", "fmpq-8x-dpa-slr0.001-latent-mixed", "fmpq-8x-a10-g_s"]
+    "fmpq-8x-dpa-slr0.01-latent-mixed", "fmpq-8x-dpa-slr0.001-latent-mixed", "fmpq-8x-a10-g_s",
+    "fmpq-4x-dp-monotone-init-rdo-ptq", "fmpq-6x-init-rdo-ptq", "fmpq-8x-init-rdo-ptq"]
 # BD-rate (%) goals of the issue; they are about model size, which activation bits do not change
 QAT_GOALS = {"fmpq-4x": 0.5, "fmpq-6x": 2.0, "fmpq-8x": 5.0, "fmpq-8x-a10-g_s": 5.0,
              "fmpq-6x-eq-auto": 2.0, "fmpq-8x-eq-auto": 5.0}
@@ -395,6 +443,8 @@ QAT_GOALS = {"fmpq-4x": 0.5, "fmpq-6x": 2.0, "fmpq-8x": 5.0, "fmpq-8x-a10-g_s": 
 # training latents other than CompressAI's noise (run_qat.sh LATENT=…): the same bits, so the same
 # goal and the same PTQ counterpart; the control is the FP32 loop with the same latents
 _LATENT_SUFFIX = "-latent-mixed"
+# trained from the RD-optimised reconstruction (run_qat.sh INIT=rdo-ptq): the same bits
+_INIT_SUFFIX = "-init-rdo-ptq"
 # learned quantization parameters other than the preset's (run_qat.sh QPARAMS=dpa, SCALE_LR=…):
 # the same bits
 _QPARAMS_SUFFIX = r"(-dpa)?(-slr[0-9.e+-]+)?"
@@ -403,7 +453,8 @@ _QPARAMS_SUFFIX = r"(-dpa)?(-slr[0-9.e+-]+)?"
 def _same_bits(setting: str) -> str:
     """A main setting without the training options that leave its bits alone (``-dpa``,
     ``-slr<lr>``, ``-latent-mixed``): ``fmpq-6x-dpa-slr0.001-latent-mixed`` -> ``fmpq-6x``."""
-    return re.sub(_QPARAMS_SUFFIX + "$", "", setting.removesuffix(_LATENT_SUFFIX), count=1)
+    setting = setting.removesuffix(_INIT_SUFFIX).removesuffix(_LATENT_SUFFIX)
+    return re.sub(_QPARAMS_SUFFIX + "$", "", setting, count=1)
 
 
 def _goal(base: str) -> float | None:
@@ -474,6 +525,9 @@ def _steps_in_name(setting: str) -> int:
 
 
 def _ptq_counterpart(arch: str, setting: str) -> Path | None:
+    if setting.endswith(_INIT_SUFFIX):  # its starting point: the reconstructed PTQ model
+        f = RESULTS / f"ptq-{arch}-{setting.removesuffix(_INIT_SUFFIX)}-rdo.json"
+        return f if f.is_file() else None
     fix = _FIX_SUFFIX if setting.endswith(_FIX_SUFFIX) else ""  # its PTQ after the fix too
     setting = _same_bits(_budget_base(setting))
     # w8a8-a10-g_s: act_floor.sh's PTQ; fmpq-8x-a10-g_s: run_ptq.sh ONLY=fmpq-8x-a10-g_s
@@ -577,6 +631,10 @@ def qat_section() -> str:
             what.append("`…-latent-mixed`: trained with `--latent-rounding mixed` (rate from the "
                         "noisy latent, synthesis fed the rounded one), `LATENT=mixed run_qat.sh …`; "
                         "its FP32 control: the same loop with the same latents")
+        if any(n.endswith(_INIT_SUFFIX) for n in names):
+            what.append("`…-init-rdo-ptq`: trained from the RD-optimised reconstruction "
+                        "(`--init rdo-ptq`, `INIT=rdo-ptq run_qat.sh main …`); its PTQ column is "
+                        "that reconstruction (`ptq-<arch>-<setting>-rdo.json`)")
         if any(n.startswith("fmpq-8x-a10-g_s") for n in names):
             what.append("`fmpq-8x-a10-g_s-…`: the 8× allocation's weights with g_s's input "
                         "activations at 10 bit, `A_GS=10 run_qat.sh long 8x`")
