@@ -284,6 +284,9 @@ def _plot_rdo(arch: str, bars: list[tuple[str, float | None, float | None, float
             ax.hlines(goal, i - 0.45, i + 0.45, colors="tab:red",
                       label="target" if i == 0 else None)
     ax.set_yscale("symlog", linthresh=1.0)
+    top = max([v for b in bars for v in b[1:] if v is not None] + [1.0])
+    ticks = [t for t in (0, 0.5, 1, 2, 3, 5, 10, 20, 50, 100, 200) if t <= 1.5 * top]
+    ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
     ax.set_xticks(list(xs), [b[0] for b in bars], fontsize=8)
     ax.axhline(0, color="black", lw=0.5)
     return _save_bd_plot(fig, ax, "setting", f"{arch}: PTQ on Kodak-24, real bitstreams",
