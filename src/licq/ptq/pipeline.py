@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 
 import torch.nn as nn
+from torch import Tensor
 
 from licq.api import LayerQConfig, QuantConfig, quantize_, quantizes_activations
 from licq.data import CropSampler
@@ -32,6 +33,17 @@ METHODS = ("range", "rdo")
 #: held-out training crops for reconstruction's keep-or-drop decisions (seed + 1's crops, as
 #: equalization's)
 HELDOUT_CROPS = 8
+
+
+def reconstruction_crops(
+    root: str | os.PathLike, num_crops: int, batch_size: int, patch_size: int, seed: int,
+) -> tuple[list[Tensor], list[Tensor]]:
+    """The calibration crops (``seed``: the ones range calibration saw) and ``HELDOUT_CROPS``
+    other ones (``seed + 1``) of the training images under ``root``, as reconstruction uses them."""
+    def crops(s: int, n: int) -> list[Tensor]:
+        return CropSampler(root, patch_size=patch_size, seed=s, flip=False).batches(n, batch_size)
+
+    return crops(seed, num_crops), crops(seed + 1, HELDOUT_CROPS)
 
 
 def post_training_quantize(
@@ -90,10 +102,7 @@ def post_training_quantize(
                                     patch_size=patch_size, seed=seed, progress=progress)
     rec = None
     if method == "rdo":
-        calib = CropSampler(calib_dir, patch_size=patch_size, seed=seed, flip=False).batches(
-            num_crops, batch_size)
-        heldout = CropSampler(calib_dir, patch_size=patch_size, seed=seed + 1,
-                              flip=False).batches(HELDOUT_CROPS, batch_size)
+        calib, heldout = reconstruction_crops(calib_dir, num_crops, batch_size, patch_size, seed)
         rec = reconstruct_(model, float_model, calib, heldout, lmbda, reconstruction,
                            metric=metric, progress=progress)
     model.eval()

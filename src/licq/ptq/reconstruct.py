@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -510,6 +511,20 @@ def _e2e(model: nn.Module, batches: list[Tensor], rd_loss: Callable, cfg: Recons
     return len(steps)
 
 
+@contextmanager
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """Inside the block no parameter of ``modules`` requires a gradient (reconstruction trains
+    none of them); afterwards those that did, do again."""
+    trainable = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
 def _snapshot(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -553,15 +568,9 @@ def reconstruct_(
     if missing:
         raise ValueError(f"the float model has no module {missing[0]!r}: pass the model that "
                          "was quantized")
-    trainable = [p for m in (model, float_model) for p in m.parameters() if p.requires_grad]
-    for p in trainable:
-        p.requires_grad_(False)
-    try:
+    with frozen(model, float_model):
         _reconstruct_all(model, float_model, blocks, calib, rd_loss, heldout_loss, cfg, gen,
                          report, progress)
-    finally:
-        for p in trainable:
-            p.requires_grad_(True)
     report.seconds = time.perf_counter() - t0
     return report
 

@@ -31,7 +31,7 @@ from licq.errors import CheckpointError
 from licq.models.loading import resize_entropy_tables
 from licq.ptq.calibrate import calibrate_on_folder
 from licq.ptq.equalize import equalize_for_config
-from licq.ptq.pipeline import HELDOUT_CROPS
+from licq.ptq.pipeline import reconstruction_crops
 from licq.ptq.reconstruct import ReconstructionConfig, reconstruct_
 from licq.qat.loop import TrainConfig, Trainer
 from licq.qat.quantizers import QATSpec, freeze_qat, prepare_qat
@@ -230,11 +230,8 @@ def qat_quantize(
         calib_seconds = stats.seconds
     reconstruction = None
     if float_model is not None and not resume:  # (a resumed run's checkpoint holds the result)
-        crops = calib_dir or train_dir
-        calib = CropSampler(crops, patch_size=settings.calib_size, seed=settings.calib_seed,
-                            flip=False).batches(settings.calib_crops, 8)
-        heldout = CropSampler(crops, patch_size=settings.calib_size, seed=settings.calib_seed + 1,
-                              flip=False).batches(HELDOUT_CROPS, 8)
+        calib, heldout = reconstruction_crops(calib_dir or train_dir, settings.calib_crops, 8,
+                                              settings.calib_size, settings.calib_seed)
         reconstruction = reconstruct_(model, float_model, calib, heldout, train.lmbda,
                                       settings.reconstruction, metric=train.metric,
                                       progress=progress).as_dict()

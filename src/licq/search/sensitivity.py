@@ -283,21 +283,21 @@ def _reconstruct_trials(model: nn.Module, trials: dict[tuple[str, int], nn.Modul
                         settings: SensitivitySettings, progress: bool) -> None:
     """Reconstruct every trial layer alone towards its float layer (``settings.ptq == "rdo"``),
     on the float model's inputs of that layer and the RD-gradient weights of its output."""
-    from licq.ptq.reconstruct import Block, ReconstructionConfig, capture, reconstruct_block
+    from licq.ptq.reconstruct import (
+        Block,
+        ReconstructionConfig,
+        capture,
+        frozen,
+        reconstruct_block,
+    )
 
     names = sorted({n for n, _ in trials})
     modules = dict(model.named_modules())
     blocks = [Block([n], [modules[n]]) for n in names]
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
+    with frozen(model):
         taps = capture(model, blocks, batches, train=False)
         grads = capture(model, blocks, batches, train=True,
                         rd_loss=lambda out, x: crit(out, x)["loss"], seed=settings.seed)
-    finally:
-        for p in params:
-            p.requires_grad_(True)
     cfg = ReconstructionConfig(iters=settings.rdo_iters, seed=settings.seed, e2e_iters=0)
     bar = tqdm(total=len(trials), desc="sensitivity: reconstruct", unit="trial",
                disable=not progress, dynamic_ncols=True)
