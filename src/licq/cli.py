@@ -328,8 +328,7 @@ def _qat_settings(args: argparse.Namespace):  # noqa: ANN202
     return replace(base, spec=spec, scale_lr=args.scale_lr, zero_point_lr=args.zp_lr,
                    calib_crops=args.calib_crops, calib_size=args.calib_size,
                    calib_seed=args.calib_seed, equalize=args.equalize, init=args.init,
-                   reconstruction=_reconstruction_config(args, "rdo-ptq" if args.init == "rdo-ptq"
-                                                         else "range"), **dyn)
+                   reconstruction=_reconstruction_config(args, args.init), **dyn)
 
 
 def cmd_qat(args: argparse.Namespace) -> int:
@@ -676,11 +675,13 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     if lmbda is None:
         raise ValueError("give --lambda or -q QUALITY (the model's training λ)")
     calib = args.calib_dir or default_calibration_dir()
+    if args.rdo_iters is not None and args.ptq != "rdo":
+        raise ValueError("--rdo-iters needs --ptq rdo")
     settings = SensitivitySettings(
         bits=tuple(args.bits), a_bits=None if args.weight_only else args.a_bits, lmbda=lmbda,
         calib_dir=str(calib), num_crops=args.calib_crops, patch_size=args.calib_size,
         batch_size=args.batch_size, seed=args.calib_seed, ptq=args.ptq,
-        **({"rdo_iters": args.rdo_iters} if args.rdo_iters else {}))
+        **({"rdo_iters": args.rdo_iters} if args.rdo_iters is not None else {}))
     key = cache_key(model_hash(point.model), settings)
     cache = Path(args.cache_dir) / f"{arch}-{key}.json"
     if cache.is_file() and not args.no_cache:
