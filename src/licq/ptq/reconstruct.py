@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from licq.qat.loss import RateDistortionLoss, mean_rd_loss
 from licq.quant.fake_quant import FakeQuantize
 from licq.quant.modules import QGDN, QuantLayer
-from licq.quant.primitives import channel_view, fake_quantize, quantize_int
+from licq.quant.primitives import channel_view, dequantize, fake_quantize, quantize_int
 
 #: AdaRound's rectified-sigmoid stretch (ζ, γ)
 _ZETA, _GAMMA = 1.1, -0.1
@@ -335,17 +335,13 @@ def capture(model: nn.Module, blocks: list[Block], batches: list[Tensor], *, tra
     return taps
 
 
-def _stack(ts: list[Tensor]) -> Tensor:
-    """Concatenate along the batch dim (calls on different sizes are kept as a list later)."""
-    return torch.cat(ts, 0)
-
-
 def _group_by_shape(xs: list[Tensor], ys: list[Tensor], ws: list[Tensor]) -> list[tuple]:
+    """The recorded calls as ``(x, y, w)`` groups, calls of the same shapes concatenated along
+    the batch dim."""
     groups: dict[tuple, list[int]] = {}
     for i, x in enumerate(xs):
         groups.setdefault((tuple(x.shape[1:]), tuple(ys[i].shape[1:])), []).append(i)
-    return [(_stack([xs[i] for i in ix]), _stack([ys[i] for i in ix]), _stack([ws[i] for i in ix]))
-            for ix in groups.values()]
+    return [tuple(torch.cat([t[i] for i in ix]) for t in (xs, ys, ws)) for ix in groups.values()]
 
 
 def _beta(it: int, cfg: ReconstructionConfig) -> float | None:
@@ -563,11 +559,6 @@ def reconstruct_(
     report.heldout_rd_loss["float"] = heldout_loss(float_model)
     report.heldout_rd_loss["calibrated"] = heldout_loss(model)
     blocks = _call_order(model, reconstruction_blocks(model), calib[0][:1])
-    fp_mods = dict(float_model.named_modules())
-    missing = [n for b in blocks for n in b.names if n not in fp_mods]
-    if missing:
-        raise ValueError(f"the float model has no module {missing[0]!r}: pass the model that "
-                         "was quantized")
     with frozen(model, float_model):
         _reconstruct_all(model, float_model, blocks, calib, rd_loss, heldout_loss, cfg, gen,
                          report, progress)
@@ -580,6 +571,10 @@ def _reconstruct_all(model: nn.Module, float_model: nn.Module, blocks: list[Bloc
                      cfg: ReconstructionConfig, gen: torch.Generator,
                      report: ReconstructionReport, progress: bool) -> None:
     fp_mods = dict(float_model.named_modules())
+    missing = [n for b in blocks for n in b.names if n not in fp_mods]
+    if missing:
+        raise ValueError(f"the float model has no module {missing[0]!r}: pass the model that "
+                         "was quantized")
     pre_bias: dict[str, Tensor] = {}
     # the float codec's block inputs/outputs and RD-loss gradients, every block in one pass
     fp_taps = capture(float_model, blocks, calib, train=False)
@@ -658,7 +653,7 @@ def weights_on_grid(model: nn.Module) -> bool:
             fq = m.weight_quant
             w = m.effective_weight()
             q = quantize_int(w, fq.scale, fq.zero_point, fq.qmin, fq.qmax, fq.axis)
-            deq = (q - channel_view(fq.zero_point, w, fq.axis)) * channel_view(fq.scale, w, fq.axis)
+            deq = dequantize(q, fq.scale, fq.zero_point, fq.axis)
             if not torch.allclose(w, deq, rtol=0, atol=1e-6 * float(fq.scale.max())):
                 return False
     return True
