@@ -46,7 +46,7 @@ VARIANTS = ("fp32", "w8a8-float", "w8a8-exact")
 TIME_BOUND = 10.0  # seconds per fuzz case
 
 
-def _models(quality: int, device: str = "cpu", arch: str | None = None, work: Path | None = None):  # noqa: ANN202
+def _models(quality: int, device: str = "cpu", arch: str | None = None, work: Path | None = None):
     """variant -> (model, model id, exact). Default: the embedded ScaleHyperprior and its packed
     W8A8 model; another ``arch``: its committed baseline (benchmarks/models) and a W8A8 PTQ of it
     (bundled calibration crops), packed once into ``work`` so every process loads the same file."""

@@ -143,7 +143,7 @@ def salvage(run: Path, stage: str) -> None:
     (run / "train.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
-def quality_stages(args: argparse.Namespace, train, arch: str, sizes: list[str], init: str,  # noqa: ANN001
+def quality_stages(args: argparse.Namespace, train, arch: str, sizes: list[str], init: str,
                    lr: str, seed0: int, seconds: float, fp16: bool = False,
                    keep_diverged: bool = False, extra_q1: list[Path] | None = None) -> None:
     """q1..q4 of ``arch`` at CompressAI's λ, each from ``init`` (a path; ``{q}`` in it becomes
@@ -157,7 +157,7 @@ def quality_stages(args: argparse.Namespace, train, arch: str, sizes: list[str],
             pack(args.out, stage, run, fp16, (extra_q1 or []) if q == 1 else [])
 
 
-def train_cheng(args: argparse.Namespace, train) -> None:  # noqa: ANN001
+def train_cheng(args: argparse.Namespace, train) -> None:
     if args.cheng_init:  # continue the committed models: no base stage
         quality_stages(args, train, "cheng2020-anchor", ["-N", "64"], args.cheng_init, lr="1e-4",
                        seed0=20, seconds=args.cheng_q_s, keep_diverged=True)

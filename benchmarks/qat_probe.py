@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @torch.no_grad()
-def held_out_loss(model, x, lmbda):  # noqa: ANN001, ANN201
+def held_out_loss(model, x, lmbda):
     model.eval()
     out = RateDistortionLoss(lmbda)(model(x), x)
     return {k: float(v) for k, v in out.items()}

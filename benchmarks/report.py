@@ -713,7 +713,7 @@ def _plot_qat_budget(arch: str, anchor: dict,
                          f"{arch}: QAT budget (dashed: goal, dotted: PTQ)", f"qat-{arch}-steps.png")
 
 
-def _save_bd_plot(fig, ax, xlabel: str, title: str, name: str) -> Path:  # noqa: ANN001
+def _save_bd_plot(fig, ax, xlabel: str, title: str, name: str) -> Path:
     """Label a BD-rate-vs-something plot, add its legend and write it to ``RESULTS / name``."""
     import matplotlib.pyplot as plt
 

@@ -246,7 +246,7 @@ def main() -> None:
         plots(arch, sens, allocations, args.ratios)
 
 
-def plots(arch, sens, allocations, ratios) -> None:  # noqa: ANN001
+def plots(arch, sens, allocations, ratios) -> None:
     s = sens[3]
     z = np.array([[s.zeta[n][str(b)] for b in s.bits] for n in s.layers])
     fig, ax = plt.subplots(figsize=(6, 0.32 * len(s.layers) + 1.5))

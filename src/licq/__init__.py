@@ -10,22 +10,57 @@ from licq._warnings import quiet_third_party_imports
 
 quiet_third_party_imports()
 
-from licq.api import LayerQConfig, QuantConfig, quantize_
-from licq.errors import CheckpointError, LicqError
-from licq.eval import (
-    bd_psnr,
-    bd_rate,
-    evaluate,
-    make_results,
-    plot_rd,
-    read_results,
-    write_results,
-)
-from licq.models import get_adapter, lambda_for, list_models, load_model
-from licq.ptq import ReconstructionConfig, calibrate, post_training_quantize, reconstruct_
-from licq.qat import RateDistortionLoss, TrainConfig, Trainer
-from licq.quant.size import model_size
-from licq.search import allocate_bits, compute_sensitivity
+import importlib
+from typing import Any
+
+# name -> the module it lives in; imported on first use (PEP 562), so that ``import licq.quant``
+# loads only the quantization core and what it needs
+_EXPORTS = {
+    "LayerQConfig": "licq.config",
+    "QuantConfig": "licq.config",
+    "quantize_": "licq.api",
+    "CheckpointError": "licq.errors",
+    "LicqError": "licq.errors",
+    "bd_psnr": "licq.eval",
+    "bd_rate": "licq.eval",
+    "evaluate": "licq.eval",
+    "make_results": "licq.eval",
+    "plot_rd": "licq.eval",
+    "read_results": "licq.eval",
+    "write_results": "licq.eval",
+    "get_adapter": "licq.models",
+    "lambda_for": "licq.models",
+    "list_models": "licq.models",
+    "load_model": "licq.models",
+    "ReconstructionConfig": "licq.ptq",
+    "calibrate": "licq.ptq",
+    "post_training_quantize": "licq.ptq",
+    "reconstruct_": "licq.ptq",
+    "RateDistortionLoss": "licq.qat",
+    "TrainConfig": "licq.qat",
+    "Trainer": "licq.qat",
+    "model_size": "licq.quant.size",
+    "allocate_bits": "licq.search",
+    "compute_sensitivity": "licq.search",
+}
+_SUBPACKAGES = ("api", "codec", "config", "data", "defaults", "dynamic", "errors", "eval",
+                "export", "models", "ptq", "qat", "quant", "search")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f"licq.{name}")
+    else:
+        raise AttributeError(f"module 'licq' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBPACKAGES))
+
 
 __version__ = "0.1.0"
 

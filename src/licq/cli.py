@@ -112,7 +112,7 @@ def _packed_meta(path: Path) -> dict | None:
         raise
 
 
-def _load_any(arch: str, path: Path, packed: bool):  # noqa: ANN202
+def _load_any(arch: str, path: Path, packed: bool):
     from licq.models import load_model
 
     if packed:
@@ -170,7 +170,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 # -- licq ptq ------------------------------------------------------------------------------------
-def _ptq_config(args: argparse.Namespace, qualities: list[int | None]):  # noqa: ANN202
+def _ptq_config(args: argparse.Namespace, qualities: list[int | None]):
     from licq.api import LayerQConfig, QuantConfig
 
     if args.bit_config:
@@ -269,7 +269,7 @@ def cmd_ptq(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reconstruction_config(args: argparse.Namespace, method: str | None = None):  # noqa: ANN202
+def _reconstruction_config(args: argparse.Namespace, method: str | None = None):
     """The ReconstructionConfig of the ``--rdo-*`` flags (defaults where not given); they need
     ``method`` (default ``--method``) to reconstruct."""
     from licq.ptq.reconstruct import ReconstructionConfig
@@ -305,7 +305,7 @@ def _bit_configs_for(paths: list[Path], qualities: list[int | None]) -> list:
     return configs
 
 
-def _qat_settings(args: argparse.Namespace):  # noqa: ANN202
+def _qat_settings(args: argparse.Namespace):
     from dataclasses import replace
 
     from licq.qat.engine import PRESETS, QATSettings
@@ -390,7 +390,7 @@ def cmd_qat(args: argparse.Namespace) -> int:
                 out.mkdir(parents=True, exist_ok=True)
                 log_file = open(out / "train.log", "a")  # noqa: SIM115 - closed below
 
-            def log(line: str, _f=log_file) -> None:  # noqa: ANN001
+            def log(line: str, _f=log_file) -> None:
                 if _f is not None:
                     _f.write(line + "\n")
                     _f.flush()
@@ -519,14 +519,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_calib():  # noqa: ANN202
+def _default_calib():
     from licq.defaults import default_calibration_dir
 
     return default_calibration_dir()
 
 
 # -- licq compress / decompress -------------------------------------------------------------------
-def _codec_model(args: argparse.Namespace, quality: int | None = None):  # noqa: ANN202
+def _codec_model(args: argparse.Namespace, quality: int | None = None):
     """(model, model id, path) from -m PACKED, or the embedded default packed model of -q."""
     from licq.codec.api import default_packed_models, model_id
     from licq.defaults import DEFAULT_ARCH
@@ -653,7 +653,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
 
 # -- licq sensitivity / search ------------------------------------------------------------------
-def _single_model(args: argparse.Namespace):  # noqa: ANN202
+def _single_model(args: argparse.Namespace):
     arch, points, _ = _rd_points(args)
     if len(points) != 1:
         raise ValueError("give exactly one model (one -m checkpoint, or one -q)")
@@ -717,7 +717,7 @@ def _name_bits(items: list[str] | None, flag: str) -> dict[str, int]:
     return out
 
 
-def _constraints(args: argparse.Namespace):  # noqa: ANN202
+def _constraints(args: argparse.Namespace):
     from licq.search import Constraints
 
     return Constraints(fixed=_name_bits(args.fix, "--fix"), min_bits=args.min_bits,
@@ -969,7 +969,7 @@ def _equalize_arg(text: str) -> float | str:
     return alpha
 
 
-def _point_lambda(args: argparse.Namespace, point) -> float | None:  # noqa: ANN001
+def _point_lambda(args: argparse.Namespace, point) -> float | None:
     """The RD loss λ of a model point: --lambda where the command has it, else its quality's."""
     from licq.models import lambda_for
 

@@ -23,7 +23,7 @@ def test_bit_heatmap_draws_each_panel_with_one_colour_per_candidate(
     seen = {}
     orig = plt.Figure.savefig
 
-    def keep(fig, *a, **k):  # noqa: ANN001, ANN002, ANN003
+    def keep(fig, *a, **k):
         seen["axes"] = fig.axes
         return orig(fig, *a, **k)
 

@@ -138,7 +138,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank, world, port, crop_dir, out, result_file):  # noqa: ANN001
+def _ddp_worker(rank, world, port, crop_dir, out, result_file):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -151,7 +151,7 @@ def _ddp_worker(rank, world, port, crop_dir, out, result_file):  # noqa: ANN001
         dist.destroy_process_group()
 
 
-def _ddp_trainer(crop_dir, out):  # noqa: ANN001, ANN202
+def _ddp_trainer(crop_dir, out):
     from licq.api import quantize_
     from licq.qat.quantizers import prepare_qat
 

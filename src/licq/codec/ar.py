@@ -47,7 +47,7 @@ def _tables(gc: nn.Module) -> tuple[list, list, list]:
     return gc.quantized_cdf.tolist(), gc.cdf_length.tolist(), gc.offset.tolist()
 
 
-def _raster(self, y_hat, params, height, width, kernel_size, decoding):  # noqa: ANN001, ANN202
+def _raster(self, y_hat, params, height, width, kernel_size, decoding):
     """Yield ``(h, w, crop, means, indexes)`` in raster order. The consumer writes position
     (h, w) of ``y_hat`` before asking for the next one: the next context reads it."""
     from licq.eval.cost import active_meter
@@ -67,7 +67,7 @@ def _raster(self, y_hat, params, height, width, kernel_size, decoding):  # noqa:
             yield h, w, y_crop, means_hat, gc.build_indexes(scales_hat)
 
 
-def ar_compress(self, y_hat, params, height, width, kernel_size, padding):  # noqa: ANN001, ANN201
+def ar_compress(self, y_hat, params, height, width, kernel_size, padding):
     """CompressAI's ``_compress_ar`` with licq's context functions."""
     gc = self.gaussian_conditional
     symbols, indexes_all = [], []
@@ -83,7 +83,7 @@ def ar_compress(self, y_hat, params, height, width, kernel_size, padding):  # no
     return encoder.flush()
 
 
-def ar_decompress(self, y_string, y_hat, params, height, width, kernel_size, padding):  # noqa: ANN001, ANN201
+def ar_decompress(self, y_string, y_hat, params, height, width, kernel_size, padding):
     """CompressAI's ``_decompress_ar`` with licq's context functions."""
     gc = self.gaussian_conditional
     tables = _tables(gc)

@@ -149,13 +149,13 @@ class _ExactConv(nn.Module):
         self.groups = layer.groups
         self.output_padding = getattr(layer, "output_padding", 0)
 
-    def _conv(self, q: Tensor, w: Tensor, padding) -> Tensor:  # noqa: ANN001
+    def _conv(self, q: Tensor, w: Tensor, padding) -> Tensor:
         if self.transposed:
             return F.conv_transpose2d(q, w, None, self.stride, padding, self.output_padding,
                                       self.groups, self.dilation)
         return F.conv2d(q, w, None, self.stride, padding, self.dilation, self.groups)
 
-    def _run(self, q: Tensor, padding) -> Tensor:  # noqa: ANN001
+    def _run(self, q: Tensor, padding) -> Tensor:
         if not self.inp.per_channel:
             y = torch.round(self._conv(q, self.w, padding)) * self.mult.reshape(1, -1, 1, 1)
         else:

@@ -66,7 +66,7 @@ def bd_overlap(anchor: dict, test: dict, metric: str = "psnr-rgb") -> float:
     return float(max(both, 0.0) / union) if union > 0 else 1.0
 
 
-def _bd(fn, anchor: dict, test: dict, metric: str, method: str) -> float:  # noqa: ANN001
+def _bd(fn, anchor: dict, test: dict, metric: str, method: str) -> float:
     ra, da = _curve(anchor, metric)
     rt, dt = _curve(test, metric)
     _check(ra, da, anchor.get("name", "anchor"))

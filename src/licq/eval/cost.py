@@ -86,7 +86,7 @@ class CostMeter:
         entry["w_bits"] = wb
         entry["a_bits"] = ab
 
-    def _hook(self, name: str):  # noqa: ANN202
+    def _hook(self, name: str):
         def hook(mod: nn.Module, inputs: tuple, output: Tensor) -> None:
             self.record(name, mod, inputs[0], output)
         return hook

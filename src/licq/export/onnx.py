@@ -123,17 +123,25 @@ def _qdq(fq: FakeQuantize, x: Tensor) -> Tensor:
                                                   lo8, hi8)
 
 
+class QDQFakeQuantize(FakeQuantize):
+    """A :class:`FakeQuantize` computing with the ops the exporter maps to Q/DQ nodes (the same
+    values); :func:`qdq_mode` swaps quantizers to this class and back."""
+
+    def quantize(self, x: Tensor) -> Tensor:
+        return _qdq(self, x)
+
+
 @contextmanager
 def qdq_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """While inside, every calibrated fake quantizer of ``model`` computes with Q/DQ ops."""
-    fqs = [m for m in model.modules() if isinstance(m, FakeQuantize)]
+    """While inside, every fake quantizer of ``model`` computes with Q/DQ ops."""
+    classes = {fq: type(fq) for fq in model.modules() if isinstance(fq, FakeQuantize)}
     try:
-        for fq in fqs:
-            fq.export_qdq = True
+        for fq in classes:
+            fq.__class__ = QDQFakeQuantize
         yield model
     finally:
-        for fq in fqs:
-            fq.export_qdq = False
+        for fq, cls in classes.items():
+            fq.__class__ = cls
 
 
 def _check_static(model: nn.Module) -> None:
@@ -218,7 +226,7 @@ OPT_LEVELS = {
 
 
 def ort_session(model: str | os.PathLike | bytes, threads: int | None = None,
-                opt_level: str = "extended", optimized_path: str | os.PathLike | None = None):  # noqa: ANN201
+                opt_level: str = "extended", optimized_path: str | os.PathLike | None = None):
     """A CPU ONNX Runtime session of ``model`` (a path or serialized bytes): ``threads``
     intra-op threads (default: torch's), one inter-op thread, optimisation ``opt_level``."""
     import onnxruntime as ort

@@ -30,6 +30,7 @@ from licq.api import QuantConfig, quantize_, quantized_layers
 from licq.errors import LicqError
 from licq.export.packing import PackingError, pack, unpack
 from licq.models.loading import resize_entropy_tables
+from licq.qat.quantizers import QATFakeQuantize
 from licq.quant.fake_quant import FakeQuantize
 from licq.quant.primitives import quantize_int
 
@@ -75,7 +76,7 @@ def export_packed(
         if layer.input_quant is not None and not bool(layer.input_quant.calibrated):
             raise PackedModelError(f"{name}: input quantizer not calibrated")
         for tname, kind, fq in _weight_tensors(layer):
-            if fq.qat_spec is not None:
+            if isinstance(fq, QATFakeQuantize):
                 raise PackedModelError("finish QAT first (licq.qat.quantizers.freeze_qat)")
             with torch.no_grad():
                 codes = quantize_int(_effective(layer, kind), fq.scale, fq.zero_point, fq.qmin,

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch.nn as nn
-from compressai.layers import GDN
 from compressai.models import (
     Cheng2020Anchor,
     Cheng2020Attention,
@@ -27,10 +26,8 @@ from compressai.models import (
 )
 from torch import Tensor
 
+from licq.config import QUANTIZABLE_TYPES
 from licq.errors import UnknownModelError
-
-#: Leaf module types that licq can quantize (MaskedConv2d is a Conv2d subclass).
-QUANTIZABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, GDN)
 
 #: First matching pattern names a layer's group. ELIC nests h_a/h_s and the context networks
 #: under ``latent_codec``, hence the unanchored patterns.

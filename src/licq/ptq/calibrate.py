@@ -87,7 +87,7 @@ def calibrate(model: nn.Module) -> Iterator[CalibrationStats]:
     stats.seconds = time.perf_counter() - t0
 
 
-def quantize_and_calibrate(model: nn.Module, config, batches: list[torch.Tensor]) -> dict:  # noqa: ANN001
+def quantize_and_calibrate(model: nn.Module, config, batches: list[torch.Tensor]) -> dict:
     """``quantize_(model, config)`` in place, then calibrate its activations (if any are
     quantized) on ``batches``; returns the resolved per-layer configs."""
     from licq.api import quantize_, quantizes_activations

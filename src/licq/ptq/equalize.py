@@ -192,7 +192,7 @@ AUTO_ALPHAS = (0.25, 0.5, 0.75, 1.0)
 
 @torch.no_grad()
 def equalize_for_config(
-    model: nn.Module, config, equalize: float | str | None, calib_dir: str | os.PathLike,  # noqa: ANN001
+    model: nn.Module, config, equalize: float | str | None, calib_dir: str | os.PathLike,
     *, lmbda: float, metric: str = "mse", num_crops: int = 32, patch_size: int = 256, seed: int = 0,
     heldout_crops: int = 16, alphas: tuple[float, ...] = AUTO_ALPHAS,
 ) -> dict | None:

@@ -132,7 +132,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def pin_8bit(model: nn.Module, adapter, config: QuantConfig, settings: QATSettings) -> QuantConfig:  # noqa: ANN001
+def pin_8bit(model: nn.Module, adapter, config: QuantConfig, settings: QATSettings) -> QuantConfig:
     """``config`` with the layers ``settings`` pins set to W8A8 (their other options kept)."""
     if not settings.pin_8bit_groups and not settings.pin_8bit_first_layers:
         return config
@@ -182,11 +182,11 @@ def qat_quantize(
     train_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     calib_dir: str | os.PathLike | None = None,
-    adapter=None,  # noqa: ANN001
+    adapter=None,
     resume: bool = False,
     device: str = "cpu",
     progress: bool = True,
-    log=None,  # noqa: ANN001
+    log=None,
     meta: dict[str, Any] | None = None,
 ) -> QATRun:
     """Quantize ``model`` in place with ``config`` and fine-tune it on the RD loss.

@@ -147,7 +147,7 @@ def settle_quantiles(model: nn.Module, steps: int = 10000, lr: float = 1e-3) -> 
         return before, float(model.aux_loss().detach())
 
 
-def _ste_quantize(module: nn.Module, inputs: torch.Tensor, mode: str, means=None):  # noqa: ANN001, ANN202
+def _ste_quantize(module: nn.Module, inputs: torch.Tensor, mode: str, means=None):
     """An entropy model's ``quantize`` with training noise replaced by rounding + STE."""
     if mode != "noise" or getattr(module, "_licq_noisy", False):
         return type(module).quantize(module, inputs, mode, means)
@@ -155,7 +155,7 @@ def _ste_quantize(module: nn.Module, inputs: torch.Tensor, mode: str, means=None
     return inputs + (rounded - inputs).detach()
 
 
-def _mixed_forward(module: nn.Module, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+def _mixed_forward(module: nn.Module, *args, **kwargs):
     """An entropy model's ``forward`` in ``"mixed"`` mode: likelihoods of the noisy latent (the
     rate proxy CompressAI trains with), outputs rounded as at inference (straight-through)."""
     if not kwargs.get("training", module.training):

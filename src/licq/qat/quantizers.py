@@ -90,13 +90,13 @@ def dgm_gradient(u: Tensor, beta: float) -> Tensor:
 
 class _RoundDGM(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u: Tensor, beta: float) -> Tensor:  # noqa: ANN001
+    def forward(ctx, u: Tensor, beta: float) -> Tensor:
         ctx.save_for_backward(u)
         ctx.beta = beta
         return torch.round(u)
 
     @staticmethod
-    def backward(ctx, g: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
+    def backward(ctx, g: Tensor) -> tuple[Tensor, None]:
         (u,) = ctx.saved_tensors
         return g * dgm_gradient(u, ctx.beta), None
 
@@ -107,13 +107,13 @@ def round_dgm(u: Tensor, beta: float) -> Tensor:
 
 class _LeakyClamp(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, v: Tensor, lo: float, hi: float, slope: float) -> Tensor:  # noqa: ANN001
+    def forward(ctx, v: Tensor, lo: float, hi: float, slope: float) -> Tensor:
         ctx.save_for_backward(v)
         ctx.lo, ctx.hi, ctx.slope = lo, hi, slope
         return v.clamp(lo, hi)
 
     @staticmethod
-    def backward(ctx, g: Tensor):  # noqa: ANN001, ANN205
+    def backward(ctx, g: Tensor):
         (v,) = ctx.saved_tensors
         inside = (v >= ctx.lo) & (v <= ctx.hi)
         return g * torch.where(inside, 1.0, ctx.slope).to(g.dtype), None, None, None
@@ -137,6 +137,24 @@ def qat_fake_quantize(
     slope = spec.leaky_slope if spec.clip == "leaky" else 0.0
     q = leaky_clamp(v, float(qmin), float(qmax), slope)
     return (q - z) * s
+
+
+class QATFakeQuantize(FakeQuantize):
+    """A :class:`FakeQuantize` in QAT mode: the same forward values, :func:`qat_fake_quantize`'s
+    gradients and the learnable parameters (``log_scale``, ``zp``) where they exist.
+
+    Not built directly: :func:`enable_qat` swaps an instance's class to this one (its state and
+    ``state_dict`` stay as they are) and :func:`freeze_qat` swaps it back.
+    """
+
+    qat_spec: QATSpec
+
+    def quantize(self, x: Tensor) -> Tensor:
+        if self.integer_step and self.training:
+            return self._train_latent(x)
+        scale, zero_point = self.current_qparams()
+        return qat_fake_quantize(x, scale, zero_point, self.qmin, self.qmax, self.axis,
+                                 self.qat_spec)
 
 
 # -- turning a model's quantizers into QAT quantizers ---------------------------------------------
@@ -163,6 +181,7 @@ def enable_qat(fq: FakeQuantize, spec: QATSpec, learn: bool) -> None:
     Quantizers of integer-valued inputs (the decoded latents ŷ, ẑ) keep their calibrated integer
     step: a learned, non-integer scale would put integers off the grid at inference.
     """
+    fq.__class__ = QATFakeQuantize
     fq.qat_spec = spec
     if not learn or spec.params == "fixed" or fq.integer_step:
         return
@@ -210,10 +229,11 @@ def freeze_qat(model: nn.Module) -> None:
     """Write learned parameters into the quantizers' ``scale``/``zero_point`` buffers and leave
     QAT mode; the model then runs (and is saved) like a PTQ model."""
     for m in model.modules():
-        if isinstance(m, FakeQuantize) and m.qat_spec is not None:
+        if isinstance(m, QATFakeQuantize):
             s, z = m.current_qparams()
             m.scale = s.detach().clone()
             m.zero_point = z.detach().clone()
             m.log_scale = None
             m.zp = None
-            m.qat_spec = None
+            del m.qat_spec
+            m.__class__ = FakeQuantize

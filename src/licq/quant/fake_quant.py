@@ -19,12 +19,12 @@ class FakeQuantize(nn.Module):
 
     While ``observing`` it records statistics and passes values through unchanged; after
     :meth:`compute_qparams` it fake-quantizes. ``scale`` and ``zero_point`` are buffers (fixed
-    quantization parameters); QAT may replace them with learnable parameters.
+    quantization parameters). Layers above this one change the behaviour by subclassing and
+    swapping the class of an instance (state and ``state_dict`` unchanged): QAT's quantizer
+    (:class:`licq.qat.quantizers.QATFakeQuantize`) learns ``log_scale``/``zp``, ONNX export's
+    (:func:`licq.export.onnx.qdq_mode`) computes with Q/DQ ops. They override
+    :meth:`quantize`; the observing and calibration checks of :meth:`forward` stay here.
     """
-
-    #: True restores the behaviour before session 4 (training latents y + u quantized again),
-    #: for benchmarks/qat_latent_check.py only
-    requantize_training_latents = False
 
     def __init__(
         self, bits: int, symmetric: bool, axis: int | None = None, channels: int | None = None,
@@ -43,8 +43,6 @@ class FakeQuantize(nn.Module):
         self.observer = Observer(observer, axis)
         self.observing = False
         self.integer_step = False  # calibrated on integer inputs with an integer step (ŷ, ẑ)
-        self.qat_spec = None  # a licq.qat.QATSpec while quantization-aware training
-        self.export_qdq = False  # licq.export.onnx.qdq_mode: compute with Q/DQ-exportable ops
         self.register_parameter("log_scale", None)  # learnable log-scale (QAT: lsq, dpa)
         self.register_parameter("zp", None)  # learnable zero point (QAT: dpa)
 
@@ -64,18 +62,12 @@ class FakeQuantize(nn.Module):
                 "activation quantizer has no range yet: run `with licq.calibrate(model): ...` "
                 "over calibration images first"
             )
-        if self.export_qdq:
-            from licq.export.onnx import _qdq
+        return self.quantize(x)
 
-            return _qdq(self, x)
-        if self.integer_step and self.training and not self.requantize_training_latents:
+    def quantize(self, x: Tensor) -> Tensor:
+        """Quantize-dequantize ``x`` with the calibrated parameters (subclasses override)."""
+        if self.integer_step and self.training:
             return self._train_latent(x)
-        if self.qat_spec is not None:
-            from licq.qat.quantizers import qat_fake_quantize
-
-            scale, zero_point = self.current_qparams()
-            return qat_fake_quantize(x, scale, zero_point, self.qmin, self.qmax, self.axis,
-                                     self.qat_spec)
         return fake_quantize(x, self.scale, self.zero_point, self.qmin, self.qmax, self.axis)
 
     def _train_latent(self, x: Tensor) -> Tensor:
@@ -84,9 +76,10 @@ class FakeQuantize(nn.Module):
         At inference its input is ``round(y)``; while training, CompressAI's entropy models hand
         over ``y + u`` (uniform noise) instead. Quantizing that rounds the noisy latent again:
         the synthesis would see twice the latent noise of inference (variance 1/6 instead of
-        1/12), and training answers with larger latents, i.e. a higher rate (measured: +3 % bpp
-        of ŷ after 300 QAT steps at W8A8, session 4). So only the error the quantizer makes on
-        the rounded latent is added (the identity when the step is 1 and the range holds it),
+        1/12), and training answers with larger latents, i.e. a higher rate (+3 % bpp of ŷ after
+        300 QAT steps at W8A8, `qat-latent-check-bmshj2018-hyperprior.json`). So only the error
+        the quantizer makes on the rounded latent is added (the identity when the step is 1 and the
+        range holds it),
         with a straight-through gradient.
         """
         scale, zero_point = self.current_qparams()

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from compressai.layers import GDN, GDN1, MaskedConv2d
 from torch import Tensor
 
+from licq.config import LayerQConfig
 from licq.quant.fake_quant import FakeQuantize
 
 
@@ -31,7 +32,7 @@ class QuantLayer:
     #: weight axis of the output channels
     weight_axis: int = 0
 
-    def _init_quantizers(self, cfg, channels: int, unsigned: bool = False) -> None:  # noqa: ANN001
+    def _init_quantizers(self, cfg: LayerQConfig, channels: int, unsigned: bool = False) -> None:
         axis = self.weight_axis if cfg.granularity == "per_channel" else None
         self.weight_quant = FakeQuantize(cfg.w_bits, cfg.symmetric, axis, channels,
                                          cfg.observer, unsigned=unsigned)
@@ -64,7 +65,7 @@ class QConv2d(nn.Conv2d, QuantLayer):
     weight_axis = 0
 
     @classmethod
-    def from_float(cls, mod: nn.Conv2d, cfg) -> QConv2d:  # noqa: ANN001
+    def from_float(cls, mod: nn.Conv2d, cfg: LayerQConfig) -> QConv2d:
         q = cls(mod.in_channels, mod.out_channels, mod.kernel_size, mod.stride, mod.padding,
                 mod.dilation, mod.groups, mod.bias is not None, mod.padding_mode)
         _copy_state(q, mod)
@@ -83,7 +84,7 @@ class QMaskedConv2d(MaskedConv2d, QuantLayer):
     weight_axis = 0
 
     @classmethod
-    def from_float(cls, mod: MaskedConv2d, cfg) -> QMaskedConv2d:  # noqa: ANN001
+    def from_float(cls, mod: MaskedConv2d, cfg: LayerQConfig) -> QMaskedConv2d:
         q = cls(mod.in_channels, mod.out_channels, mod.kernel_size, mod.stride, mod.padding,
                 mod.dilation, mod.groups, mod.bias is not None, mod.padding_mode)
         _copy_state(q, mod)  # copies the mask too (checkerboard or A/B)
@@ -105,7 +106,7 @@ class QConvTranspose2d(nn.ConvTranspose2d, QuantLayer):
     weight_axis = 1
 
     @classmethod
-    def from_float(cls, mod: nn.ConvTranspose2d, cfg) -> QConvTranspose2d:  # noqa: ANN001
+    def from_float(cls, mod: nn.ConvTranspose2d, cfg: LayerQConfig) -> QConvTranspose2d:
         if mod.groups != 1:
             raise ValueError("grouped ConvTranspose2d is not supported by per-channel quantization")
         q = cls(mod.in_channels, mod.out_channels, mod.kernel_size, mod.stride, mod.padding,
@@ -128,7 +129,7 @@ class QLinear(nn.Linear, QuantLayer):
     weight_axis = 0
 
     @classmethod
-    def from_float(cls, mod: nn.Linear, cfg) -> QLinear:  # noqa: ANN001
+    def from_float(cls, mod: nn.Linear, cfg: LayerQConfig) -> QLinear:
         q = cls(mod.in_features, mod.out_features, mod.bias is not None)
         _copy_state(q, mod)
         q._init_quantizers(cfg, mod.out_features)
@@ -149,7 +150,7 @@ class QGDN(GDN, QuantLayer):
     weight_axis = 0
 
     @classmethod
-    def from_float(cls, mod: GDN, cfg) -> QGDN:  # noqa: ANN001
+    def from_float(cls, mod: GDN, cfg: LayerQConfig) -> QGDN:
         c = mod.beta.numel()
         q = cls(c, inverse=mod.inverse)
         q.beta_reparam = mod.beta_reparam  # same minimum / pedestal buffers
@@ -192,13 +193,13 @@ class _SafeSqrt(torch.autograd.Function):
     every weighted input quantized to 0); the forward is the plain, bit-exact ``torch.sqrt``."""
 
     @staticmethod
-    def forward(ctx, v: Tensor) -> Tensor:  # noqa: ANN001
+    def forward(ctx, v: Tensor) -> Tensor:
         out = torch.sqrt(v)
         ctx.save_for_backward(v)
         return out
 
     @staticmethod
-    def backward(ctx, g: Tensor) -> Tensor:  # noqa: ANN001
+    def backward(ctx, g: Tensor) -> Tensor:
         (v,) = ctx.saved_tensors
         return g * 0.5 * torch.rsqrt(v.clamp_min(_GRAD_EPS))
 
@@ -207,12 +208,12 @@ class _SafeRsqrt(torch.autograd.Function):
     """``rsqrt`` with the same finite backward at 0 (forward unchanged)."""
 
     @staticmethod
-    def forward(ctx, v: Tensor) -> Tensor:  # noqa: ANN001
+    def forward(ctx, v: Tensor) -> Tensor:
         ctx.save_for_backward(v)
         return torch.rsqrt(v)
 
     @staticmethod
-    def backward(ctx, g: Tensor) -> Tensor:  # noqa: ANN001
+    def backward(ctx, g: Tensor) -> Tensor:
         (v,) = ctx.saved_tensors
         return g * -0.5 * v.clamp_min(_GRAD_EPS).pow(-1.5)
 

@@ -15,9 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from licq.config import OBSERVERS
 from licq.quant.primitives import dequantize, qparams_from_range, quantize_int, reduce_dims
-
-OBSERVERS = ("minmax", "percentile", "mse")
 
 
 class Observer:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-MIN_BITS, MAX_BITS = 2, 16
+from licq.config import MAX_BITS, MIN_BITS
 
 
 def qrange(bits: int, symmetric: bool, unsigned: bool = False) -> tuple[int, int]:
@@ -69,11 +69,11 @@ class _RoundSTE(torch.autograd.Function):
     """Round with the straight-through estimator (identity gradient)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # noqa: ANN001
+    def forward(ctx, x: Tensor) -> Tensor:
         return torch.round(x)
 
     @staticmethod
-    def backward(ctx, g: Tensor) -> Tensor:  # noqa: ANN001
+    def backward(ctx, g: Tensor) -> Tensor:
         return g
 
 

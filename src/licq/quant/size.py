@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch.nn as nn
 from compressai.layers import GDN
 
-from licq.api import LayerQConfig, QuantConfig
+from licq.config import LayerQConfig, QuantConfig
 
 FLOAT_BITS = 32
 

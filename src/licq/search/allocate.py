@@ -62,7 +62,7 @@ class Constraints:
     float_layers: tuple[str, ...] = ()
 
 
-def _lookup(mapping: dict, name: str, default=None):  # noqa: ANN001, ANN202
+def _lookup(mapping: dict, name: str, default=None):
     for key, value in mapping.items():
         if key_matches(key, name):
             return value
@@ -181,7 +181,7 @@ class Problem:
     def max_ratio(self) -> float:
         return self.ratio({n: min(self.choices[n]) for n in self.layers})
 
-    def allocation(self, bits: dict[str, int], method: str, **kw) -> Allocation:  # noqa: ANN003
+    def allocation(self, bits: dict[str, int], method: str, **kw) -> Allocation:
         full: dict[str, int | None] = {**self.fixed, **bits}
         layers = {n: (self.layer_config(n, b) if b is not None else None) for n, b in full.items()}
         cfg = QuantConfig(default=None, layers=layers)
