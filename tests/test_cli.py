@@ -10,6 +10,7 @@ from licq.eval import read_results
 from licq.models import load_model
 
 
+@pytest.mark.slow
 def test_demo_runs_on_embedded_assets(tmp_path):
     r = subprocess.run([sys.executable, "-m", "licq.cli", "demo", "-o", str(tmp_path),
                         "--no-progress"], capture_output=True, text=True, cwd=tmp_path)

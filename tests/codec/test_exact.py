@@ -163,6 +163,7 @@ def test_exact_paths_restores_the_model(qmodel):
     assert "_licq_exact" not in qmodel.state_dict()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch,dpa", [("mbt2018-mean", False), ("mbt2018", False),
                                       ("mbt2018", True)])
 def test_decode_in_another_process_with_one_thread_is_bit_exact(arch, dpa, tmp_path, crop_dir):

@@ -18,6 +18,7 @@ from tests.conftest import shared_dir
 SHARED = shared_dir()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(SHARED is None, reason="needs ../shared/data/kodak (the evaluation set)")
 def test_encoder_and_decoder_choices_agree_on_every_kodak_image():
     model = load_model("bmshj2018-hyperprior", checkpoint=default_checkpoints()[3])

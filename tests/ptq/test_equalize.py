@@ -5,7 +5,7 @@ import torch
 from compressai.layers import GDN
 
 from licq.api import QuantConfig
-from licq.cli import _equalize_arg
+from licq.cli._common import _equalize_arg
 from licq.models import list_models
 from licq.ptq import equalize_, equalize_for_config, post_training_quantize
 from licq.ptq.equalize import equalization_pairs

@@ -134,6 +134,7 @@ def test_packed_export_reloads_bit_identically(tmp_path, crop_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_exact_codec_file_decodes_bit_exactly_in_another_process(tmp_path, crop_dir):
     from licq.codec import compress_image, decompress_bytes, model_id
     from licq.data import read_image

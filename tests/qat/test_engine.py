@@ -169,6 +169,7 @@ def _ddp_trainer(crop_dir, out):
                                        {"params": q["zero_point"], "lr": 1e-2}])
 
 
+@pytest.mark.slow
 def test_two_process_ddp_equals_one_process_with_the_global_batch(tmp_path, crop_dir):
     single = _ddp_trainer(crop_dir, tmp_path / "single")
     single.fit(progress=False)

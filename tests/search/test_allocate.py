@@ -114,15 +114,13 @@ def test_returned_size_equals_the_accounting(model):
     assert am.ratio == pytest.approx(pm.ratio({n: am.bits[n] for n in pm.layers}), rel=1e-12)
 
 
-def test_dp_is_fast_on_the_largest_registered_models():
-    import time
-
+def test_dp_meets_the_target_on_the_largest_registered_models():
+    """(Its time on these models is measured by run_fmpq.py: search-cost-*.json.)"""
     for arch, args in (("bmshj2018-hyperprior", (64, 96)), ("cheng2020-anchor", (128,))):
         m = __import__("licq").get_adapter(arch).build(*args)
         p = Problem(m, _sens(m, _monotone))
-        t0 = time.perf_counter()
-        dp(p, 6.0)
-        assert time.perf_counter() - t0 < 1.0, arch
+        a, _ = dp(p, 6.0)
+        assert a.ratio >= 6.0, arch
 
 
 def test_monotone_zeta_is_nonnegative_and_nonincreasing_in_bits():
