@@ -297,14 +297,6 @@ ENTROPY_PATH = ("h_s",)
 SYNTHESIS = ("g_s",)
 
 
-def exact_supported(model: nn.Module) -> bool:
-    try:
-        check_exact(model)
-    except ExactPathError:
-        return False
-    return True
-
-
 def check_exact(model: nn.Module) -> None:
     """Raise :class:`ExactPathError` unless ``model``'s entropy path can run exactly."""
     for attr in ENTROPY_PATH:

@@ -1,6 +1,6 @@
 """DynaQuant's dynamic bit-width selection (DBWS): a per-image choice of each layer's bit-width.
 
-    dq = make_dynamic(model, adapter, candidates=(4, 6, 8))   # after quantize_ at W8A8
+    sides = make_dynamic(model, candidates=(4, 6, 8))   # after quantize_ at W8A8
     calibrate(model) ...; prepare_qat(model, QATSpec(params="dpa", rounding="dgm"))
     train with loss R + λ·D + γ·L_bits (licq qat --preset dynaquant)
 

@@ -80,8 +80,8 @@ class QATSettings:
     tau0: float = 5.0  # Gumbel-softmax temperature, annealed exponentially to tau_min
     tau_min: float = 0.5
     selector_lr: float = 1e-3
-    # 16 hidden units: the selectors' weights are read for every image; at 64 the two held 205k
-    # weights, 27 % of the ScaleHyperprior transforms' (session 4)
+    # 16 hidden units: the selectors' weights are read for every image; at 64 the two would hold
+    # about a quarter as many weights as the ScaleHyperprior's transforms
     selector_hidden: int = 16
     selector_bits: int | None = 8  # selector weights after training (None: float)
 
@@ -285,7 +285,7 @@ def load_qat_result(model: nn.Module, out_dir: str | os.PathLike) -> QATRun:
         from licq.dynamic import make_dynamic
 
         make_dynamic(model, candidates, summary["qat"].get("selector_hidden", 64))
-        if summary["qat"].get("selector_bits"):  # absent from runs before session 4: float
+        if summary["qat"].get("selector_bits"):  # absent or 0: float selectors
             from licq.dynamic import quantize_selectors
 
             quantize_selectors(model, summary["qat"]["selector_bits"])
