@@ -63,3 +63,19 @@ def test_layer_group_patterns():
     assert layer_group("latent_codec.y.latent_codec.y3.context_prediction") == "context_prediction"
     assert layer_group("latent_codec.y.channel_context.y2.0") == "channel_context"
     assert layer_group("something.else") == "other"
+
+
+def test_resolve_lambda_uses_the_metric_and_an_explicit_lambda_first():
+    from licq.models import lambda_for, resolve_lambda
+
+    assert resolve_lambda(None, 3, "ms-ssim") == lambda_for(3, "ms-ssim") != lambda_for(3, "mse")
+    assert resolve_lambda(0.5, 3, "ms-ssim") == 0.5
+    with pytest.raises(ValueError, match="--lambda or -q"):
+        resolve_lambda(None, None)
+
+
+def test_sensitivity_refuses_a_metric_it_does_not_measure(capsys):
+    from licq.cli import main
+
+    assert main(["sensitivity", "-q", "3", "--metric", "ms-ssim", "--no-cache"]) == 2
+    assert "MSE RD loss" in capsys.readouterr().err

@@ -295,11 +295,11 @@ def _equalize_arg(text: str) -> float | str:
 
 def _point_lambda(args: argparse.Namespace, point) -> float | None:
     """The RD loss λ of a model point: --lambda where the command has it, else its quality's."""
-    from licq.models import lambda_for
+    from licq.models import resolve_lambda
 
-    if getattr(args, "lmbda", None) is not None:
-        return args.lmbda
-    return lambda_for(point.quality, getattr(args, "metric", "mse")) if point.quality else None
+    if getattr(args, "lmbda", None) is None and not point.quality:
+        return None
+    return resolve_lambda(getattr(args, "lmbda", None), point.quality, getattr(args, "metric", "mse"))
 
 
 def _add_bits_args(s: argparse.ArgumentParser, bit_config_help: str) -> None:

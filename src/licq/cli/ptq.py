@@ -112,7 +112,7 @@ def cmd_ptq(args: argparse.Namespace) -> int:
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     """FMPQ sensitivity ζ_n(b) of every layer, cached by model hash, data and settings."""
     from licq.defaults import default_calibration_dir
-    from licq.models import lambda_for
+    from licq.models import resolve_lambda
     from licq.search import SensitivityResult, SensitivitySettings, cache_key, compute_sensitivity
     from licq.search.sensitivity import model_hash
 
@@ -120,9 +120,10 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     rank = _init_distributed()
     arch, point = _single_model(args)
     quality = point.quality
-    lmbda = args.lmbda if args.lmbda is not None else (lambda_for(quality) if quality else None)
-    if lmbda is None:
-        raise ValueError("give --lambda or -q QUALITY (the model's training λ)")
+    if args.metric != "mse":  # ζ is the increase of R + λ·MSE
+        raise ValueError("licq sensitivity measures the MSE RD loss: --metric ms-ssim is not "
+                         "supported")
+    lmbda = resolve_lambda(args.lmbda, quality, args.metric)
     calib = args.calib_dir or default_calibration_dir()
     if args.rdo_iters is not None and args.ptq != "rdo":
         raise ValueError("--rdo-iters needs --ptq rdo")

@@ -71,7 +71,7 @@ def _dynamic_summary(results: dict) -> dict:
 def cmd_qat(args: argparse.Namespace) -> int:
     """QAT of each quality point on the RD loss, then real-bitstream evaluation."""
     from licq._provenance import provenance
-    from licq.models import get_adapter, lambda_for
+    from licq.models import get_adapter, resolve_lambda
     from licq.qat import TrainConfig
     from licq.qat.engine import FINAL, PRESETS, load_qat_result, qat_quantize
 
@@ -104,10 +104,7 @@ def cmd_qat(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     runs = []
     for p, cfg in zip(points, configs, strict=True):
-        lmbda = args.lmbda if args.lmbda is not None else (
-            lambda_for(p.quality, args.metric) if p.quality else None)
-        if lmbda is None:
-            raise ValueError("give --lambda or -q QUALITY (the model's training λ)")
+        lmbda = resolve_lambda(args.lmbda, p.quality, args.metric)
         out = run_dir / f"q{p.quality}"
         if (out / FINAL).is_file() and not args.retrain:
             _log(f"q{p.quality}: finished run in {out}, loading it (--retrain to train again)")

@@ -20,7 +20,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from licq._provenance import provenance
     from licq.data import CropSampler
     from licq.errors import CheckpointError
-    from licq.models import get_adapter, lambda_for, read_state_dict, warm_start
+    from licq.models import get_adapter, read_state_dict, resolve_lambda, warm_start
     from licq.qat import TrainConfig, Trainer
 
     _set_threads(args.threads)
@@ -38,10 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--patch-size must be a multiple of {adapter.pad_multiple} for {args.arch}"
         )
-    lmbda = args.lmbda if args.lmbda is not None else (
-        lambda_for(args.quality, args.metric) if args.quality else None)
-    if lmbda is None:
-        raise ValueError("give --lambda or -q QUALITY (CompressAI's λ for that quality)")
+    lmbda = resolve_lambda(args.lmbda, args.quality, args.metric)
     config = TrainConfig(
         lmbda=lmbda, metric=args.metric, lr=args.lr, aux_lr=args.aux_lr,
         batch_size=args.batch_size, patch_size=args.patch_size, steps=args.steps,

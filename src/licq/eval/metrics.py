@@ -33,7 +33,11 @@ def ms_ssim(a: Tensor, b: Tensor) -> float:
     return float(_ms_ssim(a8, b8, data_range=1.0).item())
 
 
+def likelihood_bits(likelihoods: dict[str, Tensor]) -> Tensor:
+    """−Σ log₂ p over every latent's likelihoods: the rate estimate (differentiable), in bits."""
+    return sum(torch.log(lk).sum() for lk in likelihoods.values()) / -math.log(2)
+
+
 def bpp_from_likelihoods(likelihoods: dict[str, Tensor], num_pixels: int) -> float:
     """Estimated bits per pixel from the model's likelihoods (an estimate, not a bitstream)."""
-    bits = sum(torch.log(lk).sum() / -math.log(2) for lk in likelihoods.values())
-    return float(bits) / num_pixels
+    return float(likelihood_bits(likelihoods)) / num_pixels

@@ -9,6 +9,7 @@ from licq.models.registry import (
     lambda_for,
     layer_group,
     list_models,
+    resolve_lambda,
 )
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "adapter_for_model",
     "get_adapter",
     "lambda_for",
+    "resolve_lambda",
     "layer_group",
     "list_models",
     "load_model",

@@ -56,6 +56,16 @@ def lambda_for(quality: int, metric: str = "mse") -> float:
         raise ValueError(f"no λ for metric={metric!r} quality={quality!r}") from None
 
 
+def resolve_lambda(lmbda: float | None, quality: int | None, metric: str = "mse") -> float:
+    """The RD loss λ of a model: ``lmbda`` if given, else CompressAI's λ for ``quality`` and
+    ``metric``; ``ValueError`` when neither is known."""
+    if lmbda is not None:
+        return lmbda
+    if quality is None:
+        raise ValueError("give --lambda or -q QUALITY (the model's training λ)")
+    return lambda_for(quality, metric)
+
+
 def layer_group(name: str) -> str:
     """The group (g_a, g_s, h_a, h_s, ...) of a module name; ``"other"`` if none matches."""
     for group, pattern in _GROUP_PATTERNS:

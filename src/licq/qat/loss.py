@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 from pytorch_msssim import ms_ssim
 from torch import Tensor
+
+from licq.eval.metrics import likelihood_bits
 
 
 class RateDistortionLoss(nn.Module):
     """``bpp + λ·255²·MSE`` (metric ``"mse"``) or ``bpp + λ·(1 − MS-SSIM)`` (``"ms-ssim"``).
 
     This is CompressAI's training objective: bpp is the likelihood estimate of the rate of every
-    latent (y and z), MSE is computed on the reconstruction clamped to [0, 1]. ``rate_weight`` = 0
-    drops the rate term (distortion-only training, an ablation of QAT's objective); ``bpp_loss``
-    is still reported.
+    latent (y and z), MSE is computed on the reconstruction clamped to [0, 1]. Two differences
+    from ``compressai.losses.RateDistortionLoss`` keep this class: the clamp (the distortion of
+    the image evaluation measures) and ``rate_weight`` (0 drops the rate term: distortion-only
+    training, an ablation of QAT's objective; ``bpp_loss`` is still reported).
     """
 
     def __init__(self, lmbda: float, metric: str = "mse", rate_weight: float = 1.0) -> None:
@@ -31,10 +32,7 @@ class RateDistortionLoss(nn.Module):
 
     def forward(self, output: dict, target: Tensor) -> dict[str, Tensor]:
         n, _, h, w = target.shape
-        num_pixels = n * h * w
-        bpp = sum(torch.log(lk).sum() for lk in output["likelihoods"].values()) / (
-            -math.log(2) * num_pixels
-        )
+        bpp = likelihood_bits(output["likelihoods"]) / (n * h * w)
         x_hat = output["x_hat"].clamp(0, 1)
         mse = torch.mean((x_hat - target) ** 2)
         out = {"bpp_loss": bpp, "mse_loss": mse}
