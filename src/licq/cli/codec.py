@@ -15,14 +15,14 @@ from licq.cli._common import (
 
 def _codec_model(args: argparse.Namespace, quality: int | None = None):
     """(model, model id, path) from -m PACKED, or the embedded default packed model of -q."""
-    from licq.codec.api import default_packed_models, model_id
+    from licq.codec.api import default_packed_models, model_id, zoo_packed_model
     from licq.defaults import DEFAULT_ARCH
     from licq.export import load_quantized
     from licq.models import list_models
 
     name = str(args.model) if args.model else None
     if name and not Path(name).is_file() and name in list_models() and name != DEFAULT_ARCH:
-        path = _zoo_packed(name, quality or args.quality or 3)
+        path = zoo_packed_model(name, quality or args.quality or 3)
     elif name and name != DEFAULT_ARCH:
         path = Path(name)
         if not path.is_file():
@@ -36,37 +36,6 @@ def _codec_model(args: argparse.Namespace, quality: int | None = None):
         path = models[q]
     model, _ = load_quantized(path)
     return model, model_id(path), path
-
-
-def _zoo_packed(arch: str, quality: int) -> Path:
-    """CompressAI's pretrained ``arch`` at ``quality``, PTQ'd to W8A8 on the bundled calibration
-    crops and packed, cached under ``$LICQ_CACHE`` (default ``~/.cache/licq``). The file's hash is
-    the model id written into .licq files: decode with the same packed file (-m that path)."""
-    from licq.api import QuantConfig
-    from licq.defaults import default_calibration_dir
-    from licq.export import export_packed
-    from licq.models import get_adapter, load_model
-    from licq.models.loading import infer_args
-    from licq.ptq import post_training_quantize
-
-    cache = Path(os.environ.get("LICQ_CACHE", Path.home() / ".cache" / "licq")) / "packed"
-    path = cache / f"{arch}-q{quality}-w8a8.safetensors"
-    if path.is_file():
-        return path
-    from licq.errors import CheckpointError
-
-    try:
-        model = load_model(arch, quality, pretrained=True)
-    except OSError as e:  # no network, or the download failed
-        raise CheckpointError(f"cannot get CompressAI's pretrained {arch} q{quality}: {e}") from None
-    config = QuantConfig.uniform(8, 8)
-    post_training_quantize(model, config, default_calibration_dir(), num_crops=32, seed=0,
-                           progress=False)
-    cache.mkdir(parents=True, exist_ok=True)
-    export_packed(model, path, arch=arch, sizes=infer_args(get_adapter(arch), model.state_dict()),
-                  config=config, quality=quality)
-    _log(f"packed W8A8 {arch} q{quality} (pretrained) -> {path}")
-    return path
 
 
 def _write_new(path: Path, data: bytes, force: bool) -> None:

@@ -59,6 +59,38 @@ def default_packed_models() -> dict[int, Path]:
             for p in sorted(PACKED_DIR.glob("*-q*-w8a8.safetensors"))}
 
 
+def zoo_packed_model(arch: str, quality: int, cache_dir: str | os.PathLike | None = None) -> Path:
+    """CompressAI's pretrained ``arch`` at ``quality``, PTQ'd to W8A8 on the bundled calibration
+    crops and packed, cached under ``cache_dir`` (default ``$LICQ_CACHE/packed``, ``$LICQ_CACHE``
+    defaulting to ``~/.cache/licq``); the packed file's path. Its hash is the model id written
+    into .licq files: decode with the same packed file."""
+    from licq.api import QuantConfig
+    from licq.defaults import default_calibration_dir
+    from licq.export import export_packed
+    from licq.models import get_adapter, load_model
+    from licq.models.loading import infer_args
+    from licq.ptq import post_training_quantize
+
+    cache = Path(cache_dir) if cache_dir else (
+        Path(os.environ.get("LICQ_CACHE", Path.home() / ".cache" / "licq")) / "packed")
+    path = cache / f"{arch}-q{quality}-w8a8.safetensors"
+    if path.is_file():
+        return path
+    from licq.errors import CheckpointError
+
+    try:
+        model = load_model(arch, quality, pretrained=True)
+    except OSError as e:  # no network, or the download failed
+        raise CheckpointError(f"cannot get CompressAI's pretrained {arch} q{quality}: {e}") from None
+    config = QuantConfig.uniform(8, 8)
+    post_training_quantize(model, config, default_calibration_dir(), num_crops=32, seed=0,
+                           progress=False)
+    cache.mkdir(parents=True, exist_ok=True)
+    export_packed(model, path, arch=arch, sizes=infer_args(get_adapter(arch), model.state_dict()),
+                  config=config, quality=quality)
+    return path
+
+
 def find_model(mid: bytes, candidates: list[Path]) -> Path:
     for p in candidates:
         if model_id(p) == mid:
