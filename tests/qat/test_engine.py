@@ -51,6 +51,29 @@ def test_resume_equals_uninterrupted(tmp_path, crop_dir):
     assert not torch.equal(fresh["g_a.0.input_quant.scale"], a["g_a.0.input_quant.scale"])
 
 
+def test_train_or_load_resumes_then_loads_and_logs(tmp_path, crop_dir):
+    """The per-quality step of `licq qat`: an interrupted run continues from its checkpoint (as
+    the uninterrupted run ends), a finished one is loaded, not trained again."""
+    from licq.qat.engine import train_or_load
+
+    settings = PRESETS["dynaquant-q"].settings
+    full = _qat(crop_dir, tmp_path / "full", 4, settings)
+    _qat(crop_dir, tmp_path / "split", 2, settings)
+    (tmp_path / "split" / "model.pth.tar").unlink()
+    qs = QATSettings(spec=settings.spec, pin_8bit_groups=settings.pin_8bit_groups,
+                     pin_8bit_first_layers=settings.pin_8bit_first_layers, calib_crops=4,
+                     calib_size=64)
+    kw = dict(out_dir=tmp_path / "split", train_dir=crop_dir, adapter=get_adapter(ARCH),
+              progress=False)
+    resumed = train_or_load(tiny_model(ARCH), QuantConfig.uniform(4, 8), qs, _train_cfg(4), **kw)
+    assert resumed.steps == 4
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert "step" in (tmp_path / "split" / "train.log").read_text()
+    loaded = train_or_load(tiny_model(ARCH), QuantConfig.uniform(4, 8), qs, _train_cfg(8), **kw)
+    assert loaded.steps == 4  # loaded as finished, not trained on to 8
+
+
 @pytest.fixture(scope="module")
 def trained_tiny(crop_dir, tmp_path_factory):
     """The tiny codec after 150 FP32 training steps (a random-init codec is too bad to show

@@ -53,27 +53,12 @@ def _qat_settings(args: argparse.Namespace):
                    reconstruction=_reconstruction_config(args, args.init), **dyn)
 
 
-def _dynamic_summary(results: dict) -> dict:
-    """Means over images and qualities of a dynamic-bit-width run's per-image figures;
-    ``ratio_at_mean_bits`` = 32 × weights read / weight bits read (encoder + decoder)."""
-    rows = [r for p in results["licq"]["points"] for r in p["per_image"]]
-
-    def mean(key: str) -> float:
-        return sum(float(r[key]) for r in rows) / len(rows)
-
-    read = mean("weight_bits_encode") + mean("weight_bits_decode")
-    return {"mean_bits": mean("mean_bits"), "selector_share_encode": mean("selector_share_encode"),
-            "selector_share_decode": mean("selector_share_decode"),
-            "bitops_encode": mean("bitops_encode"), "bitops_decode": mean("bitops_decode"),
-            "weight_bits_read": read, "ratio_at_mean_bits": 32.0 * mean("weights_read") / read}
-
-
 def cmd_qat(args: argparse.Namespace) -> int:
     """QAT of each quality point on the RD loss, then real-bitstream evaluation."""
     from licq._provenance import provenance
     from licq.models import get_adapter, resolve_lambda
     from licq.qat import TrainConfig
-    from licq.qat.engine import FINAL, PRESETS, load_qat_result, qat_quantize
+    from licq.qat.engine import FINAL, PRESETS, train_or_load
 
     _set_threads(args.threads)
     rank = _init_distributed()
@@ -108,37 +93,19 @@ def cmd_qat(args: argparse.Namespace) -> int:
         out = run_dir / f"q{p.quality}"
         if (out / FINAL).is_file() and not args.retrain:
             _log(f"q{p.quality}: finished run in {out}, loading it (--retrain to train again)")
-            run = load_qat_result(p.model, out)
-        else:
-            train = TrainConfig(lmbda=lmbda, metric=args.metric, lr=args.lr, aux_lr=args.aux_lr,
-                                batch_size=args.batch_size, patch_size=args.patch_size,
-                                steps=args.steps, max_seconds=args.max_seconds,
-                                clip_max_norm=args.clip_max_norm, seed=args.seed,
-                                log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-                                loss=loss, latent_rounding=args.latent_rounding,
-                                lr_schedule=args.lr_schedule, lr_final=args.lr_final,
-                                lr_decay_start=args.lr_decay_start)
-            resume = (out / "checkpoint.pth.tar").is_file() and not args.retrain
-            log_file = None
-            if rank == 0:
-                out.mkdir(parents=True, exist_ok=True)
-                log_file = open(out / "train.log", "a")  # noqa: SIM115 - closed below
-
-            def log(line: str, _f=log_file) -> None:
-                if _f is not None:
-                    _f.write(line + "\n")
-                    _f.flush()
-
-            try:
-                run = qat_quantize(
-                    p.model, cfg, settings, train, train_dir=args.train_dir, out_dir=out,
-                    calib_dir=args.calib_dir, adapter=adapter, resume=resume, device=device,
-                    progress=not args.no_progress, log=log,
-                    meta={"arch": arch, "quality": p.quality, "preset": args.preset,
-                          "provenance": prov})
-            finally:
-                if log_file is not None:
-                    log_file.close()
+        train = TrainConfig(lmbda=lmbda, metric=args.metric, lr=args.lr, aux_lr=args.aux_lr,
+                            batch_size=args.batch_size, patch_size=args.patch_size,
+                            steps=args.steps, max_seconds=args.max_seconds,
+                            clip_max_norm=args.clip_max_norm, seed=args.seed,
+                            log_every=args.log_every, checkpoint_every=args.checkpoint_every,
+                            loss=loss, latent_rounding=args.latent_rounding,
+                            lr_schedule=args.lr_schedule, lr_final=args.lr_final,
+                            lr_decay_start=args.lr_decay_start)
+        run = train_or_load(
+            p.model, cfg, settings, train, out_dir=out, retrain=args.retrain,
+            write_log=rank == 0, train_dir=args.train_dir, calib_dir=args.calib_dir,
+            adapter=adapter, device=device, progress=not args.no_progress,
+            meta={"arch": arch, "quality": p.quality, "preset": args.preset, "provenance": prov})
         p.info.update({"bit_config": run.config.to_dict(), "size": run.size.as_dict(),
                        "qat_steps": run.steps, "qat_seconds": run.train_seconds,
                        "calibration_seconds": run.calibration_seconds, "run_dir": str(out),
@@ -170,7 +137,9 @@ def cmd_qat(args: argparse.Namespace) -> int:
     name = args.name or f"{arch}-qat-{setting}"
     results = _evaluate_and_write(args, arch, points, f"{source}, QAT {setting}", name, extra)
     if settings.dynamic_candidates is not None:
-        summary = _dynamic_summary(results)
+        from licq.dynamic import dynamic_summary
+
+        summary = dynamic_summary(results)
         results["licq"].update(summary)
         _log(f"dynamic: mean bits {summary['mean_bits']:.3f}, weight ratio at the bits read "
              f"{summary['ratio_at_mean_bits']:.3f}x, selector share encode "

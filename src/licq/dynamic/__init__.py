@@ -6,6 +6,7 @@ from licq.dynamic.selector import (
     DynamicSide,
     bits_loss,
     dynamic_sides,
+    dynamic_summary,
     make_dynamic,
     quantize_selectors,
     selections,
@@ -13,5 +14,5 @@ from licq.dynamic.selector import (
     temperature,
 )
 
-__all__ = ["BitSelector", "DynamicLayer", "DynamicSide", "bits_loss", "dynamic_sides",
+__all__ = ["BitSelector", "DynamicLayer", "DynamicSide", "bits_loss", "dynamic_sides", "dynamic_summary",
            "make_dynamic", "quantize_selectors", "selections", "set_temperature", "temperature"]

@@ -275,3 +275,18 @@ def selections(model: nn.Module) -> dict[str, list[list[int]]]:
         idx = side.last_probs.argmax(-1).tolist()
         out[name] = [[cands[k] for k in row] for row in idx]
     return out
+
+
+def dynamic_summary(results: dict) -> dict:
+    """Means over images and qualities of a dynamic-bit-width run's per-image figures;
+    ``ratio_at_mean_bits`` = 32 × weights read / weight bits read (encoder + decoder)."""
+    rows = [r for p in results["licq"]["points"] for r in p["per_image"]]
+
+    def mean(key: str) -> float:
+        return sum(float(r[key]) for r in rows) / len(rows)
+
+    read = mean("weight_bits_encode") + mean("weight_bits_decode")
+    return {"mean_bits": mean("mean_bits"), "selector_share_encode": mean("selector_share_encode"),
+            "selector_share_decode": mean("selector_share_decode"),
+            "bitops_encode": mean("bitops_encode"), "bitops_decode": mean("bitops_decode"),
+            "weight_bits_read": read, "ratio_at_mean_bits": 32.0 * mean("weights_read") / read}

@@ -273,6 +273,38 @@ def qat_quantize(
                   out_dir, meta.get("provenance"), equalization)
 
 
+def train_or_load(
+    model: nn.Module,
+    config: QuantConfig,
+    settings: QATSettings,
+    train: TrainConfig,
+    *,
+    out_dir: str | os.PathLike,
+    retrain: bool = False,
+    write_log: bool = True,
+    **kw: Any,
+) -> QATRun:
+    """One model of a QAT run kept in ``out_dir``: a finished run is loaded (unless ``retrain``),
+    an interrupted one resumes from its checkpoint, otherwise :func:`qat_quantize` trains it
+    (``kw``: its keyword arguments). With ``write_log`` the training log lines are appended to
+    ``out_dir/train.log`` (rank 0 of a data-parallel run)."""
+    out_dir = Path(out_dir)
+    if (out_dir / FINAL).is_file() and not retrain:
+        return load_qat_result(model, out_dir)
+    resume = (out_dir / Trainer.CHECKPOINT).is_file() and not retrain
+    if not write_log:
+        return qat_quantize(model, config, settings, train, out_dir=out_dir, resume=resume, **kw)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "train.log", "a") as log_file:
+
+        def log(line: str) -> None:
+            log_file.write(line + "\n")
+            log_file.flush()
+
+        return qat_quantize(model, config, settings, train, out_dir=out_dir, resume=resume,
+                            log=log, **kw)
+
+
 def load_qat_result(model: nn.Module, out_dir: str | os.PathLike) -> QATRun:
     """Rebuild a finished QAT run's quantized codec from ``out_dir`` (its float model given)."""
     out_dir = Path(out_dir)
