@@ -13,6 +13,7 @@ from licq.codec import compress_image, decompress_bytes
 from licq.codec.exact import ExactPathError, ExactSequential, check_exact, exact_paths
 from licq.data import read_image
 from licq.defaults import sample_images
+from licq.errors import LicqError
 from licq.ptq import post_training_quantize
 from tests.conftest import dpa_, tiny_model
 
@@ -116,6 +117,86 @@ def test_per_channel_inputs_run_exactly(dpa_model):
     assert torch.equal(a_h, b_h[:1]) and torch.equal(a_g, b_g[:1])
 
 
+#: CompressAI's blocks on the exact path: (tiny architecture, where one sits)
+BLOCKS = {"ResidualBlock": ("cheng2020-anchor", "g_s.0"),
+          "ResidualBlockUpsample": ("cheng2020-anchor", "g_s.1"),
+          "ResidualBlockWithStride": ("cheng2020-anchor", "g_a.0"),
+          "AttentionBlock": ("cheng2020-attn", "g_s.0"),
+          "ResidualBottleneckBlock": ("elic2022-official", "g_s.2")}
+
+
+@pytest.fixture(scope="module")
+def block_models(crop_dir):
+    return {arch: _quantized(arch, crop_dir) for arch in {a for a, _ in BLOCKS.values()}}
+
+
+def _block_input(block, seed=0):
+    first = next(m for m in block.modules() if hasattr(m, "input_quant"))
+    torch.manual_seed(seed)
+    return torch.randn(2, first.in_channels, 6, 7)
+
+
+@pytest.mark.parametrize("kind", sorted(BLOCKS))
+def test_exact_blocks_equal_the_quantized_block_in_float64(kind, block_models, monkeypatch):
+    """Each block's exact version computes what the quantized block computes — the integer-code
+    convolutions requantized, the branches added — up to float64 rounding; attention's gate with
+    the exact σ in place of the table here (the table is checked below)."""
+    import licq.codec.exact as ex
+
+    arch, where = BLOCKS[kind]
+    model = block_models[arch]
+    block = model.get_submodule(where)
+    assert type(block).__name__ == kind
+    monkeypatch.setattr(ex._ExactSigmoid, "forward", lambda self, x: torch.sigmoid(x))
+    exact = ex.ExactSequential(torch.nn.Sequential(block), where)
+    x = _block_input(block)
+    with torch.no_grad():
+        ref = block.double()(x.double())
+        block.float()
+        got = exact(x)
+    assert got.shape == ref.shape
+    err = (got.double() - ref).abs()
+    # float64 rounding only, except where a value sits on a rounding boundary of the next
+    # quantizer (one code of difference there)
+    assert (err > 1e-6).float().mean() < 0.01 and float(err.max()) < 0.2 * float(ref.abs().max())
+
+
+def test_sigmoid_table_is_correctly_rounded_and_close_to_sigmoid():
+    import decimal
+
+    from licq.codec.exact import SIGMOID_BITS, SIGMOID_RANGE, _ExactSigmoid, sigmoid_table
+
+    table = sigmoid_table()
+    n = SIGMOID_RANGE << SIGMOID_BITS
+    assert table.dtype == torch.float64 and table.numel() == 2 * n + 1
+    decimal.getcontext().prec = 50
+    for k in (-n, -777, -1, 0, 1, 5, 1000, n):
+        x = decimal.Decimal(k) / (1 << SIGMOID_BITS)
+        assert float(table[k + n]) == float(1 / (1 + (-x).exp())), k
+    x = torch.linspace(-20, 20, 100_001, dtype=torch.float64)
+    err = (_ExactSigmoid()(x) - torch.sigmoid(x)).abs().max()
+    assert float(err) <= 2.0 ** -(SIGMOID_BITS + 3) + 1e-12
+
+
+@pytest.mark.parametrize("arch", ["cheng2020-anchor", "cheng2020-attn"])
+def test_residual_and_attention_synthesis_is_independent_of_threads_and_batch(arch, block_models,
+                                                                               crop_dir):
+    model = block_models.get(arch) or _quantized(arch, crop_dir)
+    gs = ExactSequential(model.g_s, "g_s")
+    torch.manual_seed(1)
+    y = torch.round(torch.randn(2, model.g_s[0].conv1.in_channels if arch.endswith("anchor")
+                                else model.g_s[0].conv_b[-1].in_channels, 4, 5) * 3)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        a = gs(y[:1])
+        torch.set_num_threads(max(2, old))
+        b = gs(y)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(a, b[:1])
+
+
 def test_models_the_exact_path_cannot_run_are_refused(crop_dir):
     weight_only = _quantized("bmshj2018-hyperprior", crop_dir, a_bits=None)
     with pytest.raises(ExactPathError, match="no activation quantizer"):
@@ -127,6 +208,16 @@ def test_models_the_exact_path_cannot_run_are_refused(crop_dir):
     del ar._compress_ar, ar._decompress_ar  # back to CompressAI's (float context) loops
     with pytest.raises(ExactPathError, match="autoregressive loops"):
         check_exact(ar)
+    elic = _quantized("elic2022-official", crop_dir)
+    with pytest.raises(ExactPathError, match="latent codec"):
+        check_exact(elic)
+    with pytest.raises(LicqError, match="latent codec"):  # nor can .licq hold its strings
+        compress_image(elic, b"0" * 16, torch.rand(1, 3, 64, 64), exact=False)
+    g_s_float = _quantized("bmshj2018-hyperprior", crop_dir)
+    g_s_float.g_s[0] = tiny_model("bmshj2018-hyperprior").g_s[0]  # a float layer in g_s
+    check_exact(g_s_float)  # the entropy path alone can
+    with pytest.raises(ExactPathError, match="g_s.0 .*not quantized"):
+        compress_image(g_s_float, b"0" * 16, torch.rand(1, 3, 64, 64))
 
 
 @pytest.mark.parametrize("arch", ["mbt2018", "cheng2020-anchor"])
@@ -164,8 +255,10 @@ def test_exact_paths_restores_the_model(qmodel):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch,dpa", [("mbt2018-mean", False), ("mbt2018", False),
-                                      ("mbt2018", True)])
+@pytest.mark.parametrize("arch,dpa", [("bmshj2018-factorized", False),
+                                      ("bmshj2018-hyperprior", False), ("mbt2018-mean", False),
+                                      ("mbt2018", False), ("mbt2018", True),
+                                      ("cheng2020-anchor", False), ("cheng2020-attn", False)])
 def test_decode_in_another_process_with_one_thread_is_bit_exact(arch, dpa, tmp_path, crop_dir):
     """Encode here with 2 threads; decode in a fresh process with 1 thread: same pixels (also
     with DPA's per-channel input quantizers, context model and entropy parameters included)."""

@@ -2,6 +2,7 @@
 
 from licq.codec.api import (
     ReconstructionMismatch,
+    UnsupportedModelError,
     compress_image,
     decompress_bytes,
     default_packed_models,
@@ -9,5 +10,6 @@ from licq.codec.api import (
 )
 from licq.codec.container import CodecFormatError, Container
 
-__all__ = ["CodecFormatError", "Container", "ReconstructionMismatch", "compress_image",
+__all__ = ["CodecFormatError", "Container", "ReconstructionMismatch", "UnsupportedModelError",
+           "compress_image",
            "decompress_bytes", "default_packed_models", "model_id"]

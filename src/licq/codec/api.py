@@ -30,17 +30,29 @@ import torch.nn as nn
 from torch import Tensor
 
 from licq.codec.container import FLAG_EXACT, FLAG_RECON_CRC, CodecFormatError, Container
-from licq.codec.exact import exact_paths
+from licq.codec.exact import check_exact, exact_paths
 from licq.data import to_uint8
 from licq.defaults import ASSETS
+from licq.errors import LicqError
 from licq.eval.codec import crop_padding, pad_to_multiple
 
 PACKED_DIR = ASSETS / "packed"
-LATENT_STRIDE = 64  # z = h_a(g_a(x)) is 64x smaller than the padded image for every zoo model
+LATENT_STRIDE = 64  # z = h_a(g_a(x)) is 64x smaller than the padded image (hyperprior models)
+FACTORIZED_STRIDE = 16  # a factorized prior codes y = g_a(x) itself
+
+
+def latent_stride(model: nn.Module) -> int:
+    """How much smaller than the padded image the shape ``compress()`` reports is."""
+    return LATENT_STRIDE if hasattr(model, "h_a") or hasattr(model, "latent_codec") \
+        else FACTORIZED_STRIDE
 
 
 class ReconstructionMismatch(CodecFormatError):
     """The decoded image is not the one the encoder reconstructed (FLAG_RECON_CRC)."""
+
+
+class UnsupportedModelError(LicqError):
+    """A model whose bitstreams the ``.licq`` format cannot hold."""
 
 
 def reconstruction_crc(x_hat: Tensor) -> int:
@@ -106,9 +118,15 @@ def compress_image(
     check: bool = False,
 ) -> bytes:
     """``(1, 3, H, W)`` image in [0, 1] → ``.licq`` bytes (``exact``, ``check``: module doc)."""
+    if hasattr(model, "latent_codec"):  # its compress() returns nested strings and shapes
+        raise UnsupportedModelError(f"{type(model).__name__} (a CompressAI latent codec) cannot "
+                                    "be stored in the .licq format")
     h, w = x.shape[-2:]
     x_pad, _ = pad_to_multiple(x, pad_multiple)
     model.eval()
+    cache = getattr(model, "_licq_exact", None)
+    if exact and (cache is None or "g_s" not in cache):  # the whole decode path, or refuse
+        check_exact(model, synthesis=True)
     with exact_paths(model, synthesis=False) if exact else nullcontext():
         enc = model.compress(x_pad)
     strings = [[bytes(s) for s in group] for group in enc["strings"]]
@@ -130,7 +148,7 @@ def decompress_bytes(model: nn.Module, mid: bytes, data: bytes, pad_multiple: in
                                f"model ({mid.hex()})")
     hp = (c.height + pad_multiple - 1) // pad_multiple * pad_multiple
     wp = (c.width + pad_multiple - 1) // pad_multiple * pad_multiple
-    expected = (hp // LATENT_STRIDE, wp // LATENT_STRIDE)
+    expected = (hp // latent_stride(model), wp // latent_stride(model))
     if tuple(c.shape) != expected:
         raise CodecFormatError(f"latent shape {c.shape} does not fit a {c.height}x{c.width} image")
     if any(len(g) != 1 for g in c.strings):

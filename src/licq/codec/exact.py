@@ -34,11 +34,13 @@ model compute the same CDF indexes and means wherever they run; the reconstructi
 the same way at decode time) is bit-identical too.
 
 Only quantized layers with an activation quantizer can run exactly (a float input has no
-integer codes); anything else raises :class:`ExactPathError`. Autoregressive models (mbt2018,
-cheng2020) also run their context model and entropy-parameter network exactly, inside licq's
-raster-order loops (:mod:`licq.codec.ar`). A synthesis whose layers the path does not cover
-(cheng2020's residual and attention blocks) stays float: decoding is then still correct
-everywhere, but the reconstruction may differ in the last bits between machines.
+integer codes); anything else raises :class:`ExactPathError`. CompressAI's residual blocks
+(cheng2020, ELIC) add their branches in float64, one IEEE addition each; attention blocks gate
+with a sigmoid read from a table computed once in decimal arithmetic (:func:`sigmoid_table`),
+at inputs rounded to a 2**-10 grid, instead of the platform's ``exp``. Autoregressive models
+(mbt2018, cheng2020) also run their context model and entropy-parameter network exactly, inside
+licq's raster-order loops (:mod:`licq.codec.ar`). ELIC's latent codec (channel groups,
+checkerboard context) has no exact path: such models code only with ``exact=False``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from compressai.layers import GDN
 from torch import Tensor
 
 from licq.errors import LicqError
@@ -231,35 +234,149 @@ class _ExactAct(nn.Module):
         return torch.where(x > 0, x, x * self.slope)
 
 
+#: sigmoid table of the exact attention gates: inputs rounded to multiples of 2**-SIGMOID_BITS
+#: in [-SIGMOID_RANGE, SIGMOID_RANGE] (beyond it the gate is within 7e-6 of 0 or 1)
+SIGMOID_BITS, SIGMOID_RANGE = 10, 12
+_sigmoid_table: Tensor | None = None
+
+
+def sigmoid_table() -> Tensor:
+    """σ(k / 2**SIGMOID_BITS) for every grid point k, float64, each correctly rounded: computed
+    with Python's ``decimal`` at 30 digits (not the platform's ``exp``), so every machine holds
+    the same table."""
+    global _sigmoid_table
+    if _sigmoid_table is None:
+        import decimal
+
+        ctx = decimal.Context(prec=30)
+        n = SIGMOID_RANGE << SIGMOID_BITS
+        step = ctx.divide(decimal.Decimal(1), decimal.Decimal(1 << SIGMOID_BITS))
+        values = [float(ctx.divide(1, ctx.add(1, ctx.exp(ctx.multiply(-k, step)))))
+                  for k in range(-n, n + 1)]
+        _sigmoid_table = torch.tensor(values, dtype=torch.float64)
+    return _sigmoid_table
+
+
+class _ExactSigmoid(nn.Module):
+    """σ(x) read from :func:`sigmoid_table` at x rounded to its grid (error ≤ 2**-(BITS+3))."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        table = sigmoid_table().to(x.device)
+        n = SIGMOID_RANGE << SIGMOID_BITS
+        k = torch.round(torch.clamp(x * float(1 << SIGMOID_BITS), -n, n)).long() + n
+        return table[k]
+
+
+class _ExactResidual(nn.Module):
+    """``post(main(x) + skip(x))``: CompressAI's residual blocks (the sum and the activation are
+    single IEEE operations)."""
+
+    def __init__(self, main: list[nn.Module], skip: nn.Module | None,
+                 post: nn.Module | None = None) -> None:
+        super().__init__()
+        self.main = nn.ModuleList(main)
+        self.skip = skip
+        self.post = post
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = x
+        for step in self.main:
+            y = step(y)
+        y = y + (self.skip(x) if self.skip is not None else x)
+        return self.post(y) if self.post is not None else y
+
+
+class _ExactAttention(nn.Module):
+    """CompressAI's ``AttentionBlock``: ``a(x) · σ(b(x)) + x`` with the tabulated σ."""
+
+    def __init__(self, a: nn.Module, b: nn.Module) -> None:
+        super().__init__()
+        self.a, self.b, self.sigmoid = a, b, _ExactSigmoid()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.a(x) * self.sigmoid(self.b(x)) + x
+
+
+def _chain(name: str, parent: nn.Module, attrs: tuple[str, ...]) -> list[nn.Module]:
+    return [s for a in attrs for s in _exact_steps(f"{name}.{a}", getattr(parent, a))]
+
+
+def _one(name: str, layer: nn.Module) -> nn.Module | None:
+    steps = _exact_steps(name, layer)
+    return None if not steps else steps[0] if len(steps) == 1 else _Steps(steps)
+
+
+class _Steps(nn.Module):
+    def __init__(self, steps: list[nn.Module]) -> None:
+        super().__init__()
+        self.steps = nn.ModuleList(steps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for step in self.steps:
+            x = step(x)
+        return x
+
+
+def _block(name: str, layer: nn.Module) -> nn.Module | None:
+    """The exact version of a CompressAI block (residual, attention), or None if ``layer`` is
+    not one. Each mirrors the block's ``forward`` (compressai 1.2)."""
+    kind = type(layer).__name__
+    if kind == "ResidualBlock":  # conv1 → lrelu → conv2 → lrelu, + x (or skip(x))
+        main = _chain(name, layer, ("conv1", "leaky_relu", "conv2", "leaky_relu"))
+        return _ExactResidual(main, _one(f"{name}.skip", layer.skip) if layer.skip else None)
+    if kind == "ResidualBlockWithStride":  # conv1 → lrelu → conv2 → gdn, + x (or skip(x))
+        main = _chain(name, layer, ("conv1", "leaky_relu", "conv2", "gdn"))
+        return _ExactResidual(main, _one(f"{name}.skip", layer.skip) if layer.skip else None)
+    if kind == "ResidualBlockUpsample":  # subpel → lrelu → conv → igdn, + upsample(x)
+        main = _chain(name, layer, ("subpel_conv", "leaky_relu", "conv", "igdn"))
+        return _ExactResidual(main, _one(f"{name}.upsample", layer.upsample))
+    if kind == "ResidualBottleneckBlock":  # conv1 → relu → conv2 → relu → conv3, + skip(x)
+        main = _chain(name, layer, ("conv1", "relu1", "conv2", "relu2", "conv3"))
+        return _ExactResidual(main, _one(f"{name}.skip", layer.skip))
+    if kind == "ResidualUnit":  # relu(conv(x) + x), AttentionBlock's unit
+        return _ExactResidual(_exact_steps(f"{name}.conv", layer.conv), None,
+                              _ExactAct(layer.relu))
+    if kind == "AttentionBlock":
+        return _ExactAttention(_one(f"{name}.conv_a", layer.conv_a),
+                               _one(f"{name}.conv_b", layer.conv_b))
+    return None
+
+
+def _exact_steps(name: str, layer: nn.Module) -> list[nn.Module]:
+    """``layer`` as exact steps; :class:`ExactPathError` for a layer the path cannot run."""
+    if isinstance(layer, QConv2d | QConvTranspose2d):
+        if type(layer).__name__ == "QMaskedConv2d":
+            raise ExactPathError(f"layer {name}: masked convolutions are not supported")
+        return [_ExactConv(name, layer)]
+    if isinstance(layer, QGDN):
+        return [_ExactGDN(name, layer)]
+    if isinstance(layer, nn.ReLU | nn.LeakyReLU):
+        return [_ExactAct(layer)]
+    if isinstance(layer, nn.PixelShuffle):
+        return [_ExactShuffle(layer)]
+    if isinstance(layer, nn.Identity):
+        return []
+    if isinstance(layer, nn.Sequential):  # e.g. CompressAI's subpel_conv3x3
+        return [s for child, sub in layer.named_children()
+                for s in _exact_steps(f"{name}.{child}", sub)]
+    block = _block(name, layer)
+    if block is not None:
+        return [block]
+    raise ExactPathError(
+        f"layer {name} ({type(layer).__name__}) cannot run on the exact path"
+        + (": it is not quantized" if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d | GDN)
+           else ""))
+
+
 class ExactSequential(nn.Module):
-    """An ``nn.Sequential`` of quantized layers run in exactly reproducible arithmetic (float64
-    integers and single IEEE operations); returns float32."""
+    """An ``nn.Sequential`` of quantized layers (convolutions, (I)GDN, activations, sub-pixel
+    shuffles, CompressAI's residual and attention blocks) run in exactly reproducible arithmetic
+    (float64 integers and single IEEE operations); returns float32."""
 
     def __init__(self, seq: nn.Sequential, name: str = "") -> None:
         super().__init__()
-        steps = []
-        for child_name, layer in seq.named_children():
-            full = f"{name}.{child_name}" if name else child_name
-            if isinstance(layer, QConv2d | QConvTranspose2d):
-                if type(layer).__name__ == "QMaskedConv2d":
-                    raise ExactPathError(f"layer {full}: masked convolutions are not supported")
-                steps.append(_ExactConv(full, layer))
-            elif isinstance(layer, QGDN):
-                steps.append(_ExactGDN(full, layer))
-            elif isinstance(layer, nn.ReLU | nn.LeakyReLU):
-                steps.append(_ExactAct(layer))
-            elif isinstance(layer, nn.PixelShuffle):
-                steps.append(_ExactShuffle(layer))
-            elif isinstance(layer, nn.Sequential):  # e.g. CompressAI's subpel_conv3x3
-                steps.extend(ExactSequential(layer, full).steps)
-            elif isinstance(layer, nn.Identity):
-                continue
-            else:
-                raise ExactPathError(
-                    f"layer {full} ({type(layer).__name__}) cannot run on the exact path"
-                    + (": it is not quantized" if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d)
-                       else ""))
-        self.steps = nn.ModuleList(steps)
+        self.steps = nn.ModuleList(_exact_steps(name, seq) if name else [
+            s for child, sub in seq.named_children() for s in _exact_steps(child, sub)])
 
     def forward(self, x: Tensor) -> Tensor:
         y = x.double()
@@ -291,19 +408,36 @@ class ExactAR:
 
 
 #: the Sequential attributes that decide the entropy decoder's state (run exactly at encode and
-#: decode; autoregressive models add their context model) and the synthesis (exact at decode
-#: where its layers allow, e.g. not cheng2020's residual blocks).
+#: decode; autoregressive models add their context model) and the synthesis (exact at decode).
 ENTROPY_PATH = ("h_s",)
 SYNTHESIS = ("g_s",)
 
 
-def check_exact(model: nn.Module) -> None:
-    """Raise :class:`ExactPathError` unless ``model``'s entropy path can run exactly."""
+def _entropy_path(model: nn.Module) -> tuple[str, ...]:
+    """The attributes of ``model``'s entropy path: ``h_s`` for hyperprior models, none for a
+    factorized prior (its CDFs are fixed tables); ExactPathError for latent codecs licq's exact
+    path does not cover (ELIC's channel and checkerboard contexts)."""
+    if hasattr(model, "latent_codec"):
+        raise ExactPathError(f"{type(model).__name__}'s latent codec (channel groups, "
+                             "checkerboard context) has no exact arithmetic path in licq")
+    if not hasattr(model, "gaussian_conditional"):
+        return ()
     for attr in ENTROPY_PATH:
-        seq = getattr(model, attr, None)
-        if not isinstance(seq, nn.Sequential):
+        if not isinstance(getattr(model, attr, None), nn.Sequential):
             raise ExactPathError(f"{type(model).__name__} has no Sequential {attr}")
-        ExactSequential(seq, attr)
+    return ENTROPY_PATH
+
+
+def check_exact(model: nn.Module, synthesis: bool = False) -> None:
+    """Raise :class:`ExactPathError` unless ``model``'s entropy path (and with ``synthesis`` its
+    synthesis ``g_s``) can run exactly; the message names the first layer that cannot."""
+    for attr in _entropy_path(model):
+        ExactSequential(getattr(model, attr), attr)
+    if synthesis:
+        seq = getattr(model, "g_s", None)
+        if not isinstance(seq, nn.Sequential):
+            raise ExactPathError(f"{type(model).__name__} has no Sequential g_s")
+        ExactSequential(seq, "g_s")
     if hasattr(model, "context_prediction"):
         if getattr(model, "_compress_ar", None) is None or not isinstance(
                 getattr(model._compress_ar, "__func__", None), types.FunctionType) or \
@@ -326,7 +460,9 @@ def _exact_synthesis(model: nn.Module) -> nn.Module | None:
 @contextmanager
 def exact_paths(model: nn.Module, synthesis: bool = True) -> Iterator[nn.Module]:
     """Swap ``h_s`` (and the context model of autoregressive models) for exact versions while
-    inside; with ``synthesis`` also ``g_s`` where its layers allow (otherwise it stays float).
+    inside; with ``synthesis`` also ``g_s`` where its layers allow (otherwise it stays float:
+    :func:`check_exact` with ``synthesis=True`` tells beforehand, and ``compress_image`` refuses
+    such models unless ``exact=False``).
 
     The exact modules are built once per model and cached on it (``model._licq_exact``).
     """
@@ -335,7 +471,7 @@ def exact_paths(model: nn.Module, synthesis: bool = True) -> Iterator[nn.Module]
         check_exact(model)
         device = next(model.parameters()).device
         cache = {attr: ExactSequential(getattr(model, attr), attr).to(device)
-                 for attr in ENTROPY_PATH}
+                 for attr in _entropy_path(model)}
         g_s = _exact_synthesis(model)
         if g_s is not None:
             cache["g_s"] = g_s.to(device)
