@@ -10,6 +10,7 @@ from licq.api import QuantConfig
 from licq.cli import main
 from licq.codec import CodecFormatError, Container, compress_image, decompress_bytes, model_id
 from licq.codec.api import default_packed_models
+from licq.codec.container import FLAG_EXACT, FLAG_LATENT_DIGEST, FLAG_RECON_CRC
 from licq.data import read_image, read_image_uint8, save_image
 from licq.defaults import sample_images
 from licq.export import export_packed, load_quantized
@@ -66,8 +67,8 @@ def test_float_path_files_decode_with_the_float_path(tiny_codec):
     model, mid, _ = tiny_codec
     x = read_image(sample_images()[0])[..., :64, :64]
     data = compress_image(model, mid, x, exact=False)
-    assert Container.from_bytes(data).flags == 0
-    assert Container.from_bytes(compress_image(model, mid, x)).flags == 1
+    assert Container.from_bytes(data).flags == FLAG_LATENT_DIGEST
+    assert Container.from_bytes(compress_image(model, mid, x)).flags == FLAG_EXACT | FLAG_LATENT_DIGEST
     with torch.no_grad():
         enc = model.compress(x)
         ref = model.decompress(enc["strings"], enc["shape"])["x_hat"].clamp(0, 1)
@@ -76,20 +77,21 @@ def test_float_path_files_decode_with_the_float_path(tiny_codec):
 
 def test_reconstruction_check_accepts_a_bit_exact_decode_and_catches_a_forged_one(tiny_codec):
     from licq.codec import ReconstructionMismatch
-    from licq.codec.api import reconstruction_crc
-    from licq.codec.container import FLAG_EXACT, FLAG_RECON_CRC
+    from licq.codec.api import LatentMismatch, reconstruction_crc
 
     model, mid, _ = tiny_codec
     x = read_image(sample_images()[0])[..., :70, :90]
     plain = compress_image(model, mid, x)
     data = compress_image(model, mid, x, check=True)
     c = Container.from_bytes(data)
-    assert c.flags == FLAG_EXACT | FLAG_RECON_CRC and len(data) == len(plain) + 4
+    assert c.flags == FLAG_EXACT | FLAG_RECON_CRC | FLAG_LATENT_DIGEST
+    assert len(data) == len(plain) + 4
     x_hat = decompress_bytes(model, mid, data)
     assert torch.equal(x_hat, decompress_bytes(model, mid, plain))  # same strings, same image
     assert c.recon_crc == reconstruction_crc(x_hat)
-    # a payload forged behind a valid file CRC decodes to another image: without the check
-    # silently, with it the decoder refuses
+    # a payload forged behind a valid file CRC decodes to another image: in a file with neither
+    # digest nor reconstruction CRC silently; the symbol digest and the reconstruction CRC each
+    # make the decoder refuse
     gen = torch.Generator().manual_seed(0)
     for _ in range(100):
         fake = [[bytes(torch.randint(0, 256, (len(c.strings[0][0]) + 8,), generator=gen)
@@ -103,11 +105,36 @@ def test_reconstruction_check_accepts_a_bit_exact_decode_and_catches_a_forged_on
             break
     else:
         pytest.fail("no forged payload decoded to another image")
-    forged = Container(c.model_id, c.height, c.width, c.shape, fake, c.flags, c.recon_crc)
-    with pytest.raises(ReconstructionMismatch, match="not bit-exact"):
+    forged = Container(c.model_id, c.height, c.width, c.shape, fake, c.flags, c.recon_crc,
+                       c.digest)
+    with pytest.raises(LatentMismatch, match="symbols differ"):
         decompress_bytes(model, mid, forged.to_bytes())
+    crc_only = Container(c.model_id, c.height, c.width, c.shape, fake,
+                         FLAG_EXACT | FLAG_RECON_CRC, c.recon_crc)
+    with pytest.raises(ReconstructionMismatch, match="not bit-exact"):
+        decompress_bytes(model, mid, crc_only.to_bytes())
     with pytest.raises(ValueError, match="recon_crc"):
         Container(c.model_id, c.height, c.width, c.shape, c.strings, FLAG_RECON_CRC).to_bytes()
+
+
+def test_oversized_headers_are_refused_before_anything_is_allocated(tiny_codec, monkeypatch):
+    """A header declaring more than MAX_PIXELS (or a side over MAX_SIDE), CRC valid: refused by
+    the parser; the model's decoder is never called."""
+    from licq.codec.container import MAX_PIXELS, MAX_SIDE
+
+    model, mid, _ = tiny_codec
+    monkeypatch.setattr(model, "decompress", lambda *a, **k: pytest.fail("decoder called"))
+    body = bytearray(b"LICQ" + struct.pack("<BB", 2, 0) + mid)
+    for h, w in ((MAX_SIDE, MAX_SIDE), (MAX_PIXELS // 4096 + 1, 4096), (MAX_SIDE + 1, 1), (0, 5)):
+        data = body + struct.pack("<II", h, w) + struct.pack("<BII", 2, 1, 1)
+        data += struct.pack("<BHI", 1, 1, 0)
+        data += struct.pack("<I", zlib.crc32(bytes(data)))
+        with pytest.raises(CodecFormatError, match="image size"):
+            decompress_bytes(model, mid, bytes(data))
+    ok = Container(mid, 4096, MAX_PIXELS // 4096, (1, 1), [[b""]], 0)
+    assert Container.from_bytes(ok.to_bytes()).height == 4096  # the limit itself is allowed
+    with pytest.raises(ValueError, match="pixels"):
+        Container(mid, 4096, MAX_PIXELS // 4096 + 1, (1, 1), [[b""]], 0).to_bytes()
 
 
 def test_other_model_is_refused(tiny_codec, encoded):

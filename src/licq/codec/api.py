@@ -10,11 +10,14 @@ pixels on any machine, thread count or device; the header's FLAG_EXACT records i
 (models the exact path cannot run, e.g. weight-only quantized ones) writes files that decode
 reliably only where float arithmetic matches the encoder's.
 
-``check=True`` makes the encoder decode its own file and store the CRC-32 of that 8-bit
-reconstruction (FLAG_RECON_CRC, one more decode at encode time); the decoder then compares its own
-reconstruction and raises :class:`ReconstructionMismatch` when they differ — the receiver learns
-whether its decode is bit-exact instead of assuming it (a float-path file decoded on other
-hardware, or a payload forged behind a recomputed file CRC, is caught this way).
+Every file carries a digest of the symbols the encoder entropy-coded (FLAG_LATENT_DIGEST,
+8 bytes, :func:`symbol_digest`); the decoder recomputes it from what it decoded and raises
+:class:`LatentMismatch` when they differ: a payload altered behind a recomputed file CRC, or a
+decoder whose entropy parameters differ from the encoder's, ends in an error, not in a wrong
+image. ``check=True`` also makes the encoder decode its own file and store the CRC-32 of that
+8-bit reconstruction (FLAG_RECON_CRC, one more decode at encode time); the decoder then compares
+its own reconstruction and raises :class:`ReconstructionMismatch` when they differ, which also
+covers the synthesis (a float-path file decoded on other hardware).
 """
 
 from __future__ import annotations
@@ -22,14 +25,23 @@ from __future__ import annotations
 import hashlib
 import os
 import zlib
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from licq.codec.container import FLAG_EXACT, FLAG_RECON_CRC, CodecFormatError, Container
+from licq.codec.container import (
+    DIGEST_BYTES,
+    FLAG_EXACT,
+    FLAG_LATENT_DIGEST,
+    FLAG_RECON_CRC,
+    CodecFormatError,
+    Container,
+)
 from licq.codec.exact import check_exact, exact_paths
 from licq.data import to_uint8
 from licq.defaults import ASSETS
@@ -53,6 +65,46 @@ class ReconstructionMismatch(CodecFormatError):
 
 class UnsupportedModelError(LicqError):
     """A model whose bitstreams the ``.licq`` format cannot hold."""
+
+
+class LatentMismatch(CodecFormatError):
+    """The symbols the decoder entropy-decoded are not the ones the encoder coded."""
+
+
+@contextmanager
+def symbol_digest(model: nn.Module, decoding: bool) -> Iterator[hashlib._Hash]:
+    """A sha256 of every symbol ``model``'s entropy models code while inside, in coding order:
+    at encode what ``quantize(…, "symbols")`` hands the coder, at decode what the coder returns
+    (``dequantize``'s input), both as int32. Encoder and decoder agree exactly when every
+    symbol was decoded as it was coded."""
+    from compressai.entropy_models import EntropyModel
+
+    h = hashlib.sha256()
+
+    def add(t: Tensor) -> None:
+        h.update(t.detach().round().to(torch.int32).cpu().contiguous().numpy().tobytes())
+
+    models = [m for m in model.modules() if isinstance(m, EntropyModel)]
+    try:
+        for m in models:
+            if decoding:
+                def dequantize(inputs, means=None, dtype=torch.float, _f=m.dequantize):
+                    add(inputs)
+                    return _f(inputs, means, dtype)
+
+                m.dequantize = dequantize
+            else:
+                def quantize(inputs, mode, means=None, _f=m.quantize):
+                    out = _f(inputs, mode, means)
+                    if mode == "symbols":
+                        add(out)
+                    return out
+
+                m.quantize = quantize
+        yield h
+    finally:
+        for m in models:
+            m.__dict__.pop("dequantize" if decoding else "quantize", None)
 
 
 def reconstruction_crc(x_hat: Tensor) -> int:
@@ -127,16 +179,17 @@ def compress_image(
     cache = getattr(model, "_licq_exact", None)
     if exact and (cache is None or "g_s" not in cache):  # the whole decode path, or refuse
         check_exact(model, synthesis=True)
-    with exact_paths(model, synthesis=False) if exact else nullcontext():
+    with exact_paths(model, synthesis=False) if exact else nullcontext(), \
+            symbol_digest(model, decoding=False) as digest:
         enc = model.compress(x_pad)
     strings = [[bytes(s) for s in group] for group in enc["strings"]]
-    c = Container(mid, h, w, tuple(int(v) for v in enc["shape"]), strings,
-                  FLAG_EXACT if exact else 0)
+    flags = (FLAG_EXACT if exact else 0) | FLAG_LATENT_DIGEST
+    c = Container(mid, h, w, tuple(int(v) for v in enc["shape"]), strings, flags,
+                  digest=digest.digest()[:DIGEST_BYTES])
     if not check:
         return c.to_bytes()
     x_hat = decompress_bytes(model, mid, c.to_bytes(), pad_multiple)
-    return Container(c.model_id, h, w, c.shape, strings, c.flags | FLAG_RECON_CRC,
-                     reconstruction_crc(x_hat)).to_bytes()
+    return replace(c, flags=c.flags | FLAG_RECON_CRC, recon_crc=reconstruction_crc(x_hat)).to_bytes()
 
 
 @torch.no_grad()
@@ -155,10 +208,17 @@ def decompress_bytes(model: nn.Module, mid: bytes, data: bytes, pad_multiple: in
         raise CodecFormatError("one image per file: every string group must hold one string")
     model.eval()
     try:
-        with exact_paths(model) if c.flags & FLAG_EXACT else nullcontext():
+        with exact_paths(model) if c.flags & FLAG_EXACT else nullcontext(), \
+                symbol_digest(model, decoding=True) as digest:
             out = model.decompress(c.strings, list(c.shape))
     except (RuntimeError, ValueError, IndexError) as e:  # inconsistent strings of a valid file
         raise CodecFormatError(f"the entropy-coded data cannot be decoded ({e})") from None
+    if c.digest is not None and digest.digest()[:DIGEST_BYTES] != c.digest:
+        hint = "" if c.flags & FLAG_EXACT else "; a float-path file decodes reliably only where " \
+            "it was encoded"
+        raise LatentMismatch("the decoded symbols differ from the ones the encoder coded: the "
+                             "file was altered, or this decoder computes other entropy "
+                             f"parameters than the encoder{hint}")
     x_hat = out["x_hat"]
     _, padding = pad_to_multiple(torch.empty(1, 1, c.height, c.width), pad_multiple)
     x_hat = crop_padding(x_hat, padding).clamp(0, 1)

@@ -6,7 +6,9 @@ Layout (little-endian)::
     version   u8       FORMAT_VERSION
     flags     u8       bit 0: FLAG_EXACT, the entropy-parameter path (and the synthesis) run on
                        licq's exact arithmetic (licq.codec.exact); bit 1: FLAG_RECON_CRC, the
-                       file ends with the CRC of the encoder's reconstruction; other bits 0
+                       file holds the CRC of the encoder's reconstruction; bit 2:
+                       FLAG_LATENT_DIGEST, the file holds a digest of the coded symbols; other
+                       bits 0
     model_id  16 bytes first 16 bytes of the sha256 of the packed model (licq.codec.model_id)
     height    u32      original image height (before padding)
     width     u32      original image width
@@ -14,11 +16,17 @@ Layout (little-endian)::
     strings   u8 groups, per group u16 items, per item u32 length + bytes
     recon     u32      (FLAG_RECON_CRC only) zlib.crc32 of the reconstruction the encoder
                        decoded: 8-bit RGB, height × width × 3 bytes in row order
+    digest    8 bytes  (FLAG_LATENT_DIGEST only) the first 8 bytes of the sha256 of every symbol
+                       the encoder entropy-coded (int32, in coding order: ẑ, then ŷ)
     crc32     u32      zlib.crc32 of everything above
 
 Parsing never trusts a length: every count and size is checked against fixed limits and against
-the bytes that remain, and the CRC is checked before anything is decoded, so truncated, bit-flipped
-or random files end in :class:`CodecFormatError` (a :class:`~licq.errors.LicqError`).
+the bytes that remain, the image size against :data:`MAX_PIXELS` before anything is allocated,
+and the CRC before anything is decoded, so truncated, bit-flipped or random files end in
+:class:`CodecFormatError` (a :class:`~licq.errors.LicqError`). The CRC detects damage; the symbol
+digest, compared after entropy decoding, detects a payload altered behind a recomputed CRC and a
+decoder whose entropy parameters differ from the encoder's. Neither is a signature: someone who
+has the model can forge a consistent file.
 """
 
 from __future__ import annotations
@@ -33,8 +41,13 @@ MAGIC = b"LICQ"
 FORMAT_VERSION = 2  # 2: flags byte, exact arithmetic path (version 1 had neither)
 FLAG_EXACT = 1
 FLAG_RECON_CRC = 2
-KNOWN_FLAGS = FLAG_EXACT | FLAG_RECON_CRC
+FLAG_LATENT_DIGEST = 4
+KNOWN_FLAGS = FLAG_EXACT | FLAG_RECON_CRC | FLAG_LATENT_DIGEST
+DIGEST_BYTES = 8
 MAX_SIDE = 1 << 16  # pixels
+#: largest image a file may declare (64 Mpx, e.g. 8192 × 8192): the decoder's memory grows with
+#: the pixel count (docs/method.md gives the measured peak memory per pixel)
+MAX_PIXELS = 1 << 26
 MAX_GROUPS = 8
 MAX_ITEMS = 64
 MAX_DIMS = 4
@@ -53,12 +66,14 @@ class Container:
     strings: list[list[bytes]]
     flags: int = 0
     recon_crc: int | None = None  # present exactly when flags has FLAG_RECON_CRC
+    digest: bytes | None = None  # present exactly when flags has FLAG_LATENT_DIGEST
 
     def to_bytes(self) -> bytes:
         if len(self.model_id) != 16:
             raise ValueError("model_id must be 16 bytes")
-        if not (0 < self.height <= MAX_SIDE and 0 < self.width <= MAX_SIDE):
-            raise ValueError(f"image size {self.height}x{self.width} outside 1..{MAX_SIDE}")
+        if not _size_ok(self.height, self.width):
+            raise ValueError(f"image size {self.height}x{self.width} outside 1..{MAX_SIDE} per "
+                             f"side or over {MAX_PIXELS} pixels")
         if not 0 < len(self.shape) <= MAX_DIMS or not 0 < len(self.strings) <= MAX_GROUPS:
             raise ValueError("unexpected latent shape or string groups")
         out = bytearray(MAGIC)
@@ -66,6 +81,10 @@ class Container:
             raise ValueError(f"unknown flags {self.flags:#x}")
         if bool(self.flags & FLAG_RECON_CRC) != (self.recon_crc is not None):
             raise ValueError("recon_crc must be given exactly when FLAG_RECON_CRC is set")
+        if bool(self.flags & FLAG_LATENT_DIGEST) != (self.digest is not None) or (
+                self.digest is not None and len(self.digest) != DIGEST_BYTES):
+            raise ValueError(f"digest ({DIGEST_BYTES} bytes) must be given exactly when "
+                             "FLAG_LATENT_DIGEST is set")
         out += struct.pack("<BB", FORMAT_VERSION, self.flags) + self.model_id
         out += struct.pack("<II", self.height, self.width)
         out += struct.pack("<B", len(self.shape)) + struct.pack(f"<{len(self.shape)}I", *self.shape)
@@ -78,6 +97,8 @@ class Container:
                 out += struct.pack("<I", len(s)) + bytes(s)
         if self.recon_crc is not None:
             out += struct.pack("<I", self.recon_crc)
+        if self.digest is not None:
+            out += self.digest
         out += struct.pack("<I", zlib.crc32(out))
         return bytes(out)
 
@@ -101,8 +122,9 @@ class Container:
             raise CodecFormatError(f"unknown flags {flags:#x} in the .licq header")
         model_id = r.take(16)
         height, width = r.unpack("<II")
-        if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE):
-            raise CodecFormatError(f"image size {height}x{width} outside 1..{MAX_SIDE}")
+        if not _size_ok(height, width):
+            raise CodecFormatError(f"image size {height}x{width} outside 1..{MAX_SIDE} per side "
+                                   f"or over {MAX_PIXELS} pixels")
         (ndim,) = r.unpack("<B")
         if not 0 < ndim <= MAX_DIMS:
             raise CodecFormatError(f"latent shape with {ndim} dimensions")
@@ -117,9 +139,14 @@ class Container:
                 raise CodecFormatError(f"{n} strings in a group")
             strings.append([r.take(r.unpack("<I")[0]) for _ in range(n)])
         recon_crc = r.unpack("<I")[0] if flags & FLAG_RECON_CRC else None
+        digest = r.take(DIGEST_BYTES) if flags & FLAG_LATENT_DIGEST else None
         if r.pos != len(body):
             raise CodecFormatError(f"{len(body) - r.pos} unexpected bytes after the strings")
-        return cls(model_id, height, width, tuple(shape), strings, flags, recon_crc)
+        return cls(model_id, height, width, tuple(shape), strings, flags, recon_crc, digest)
+
+
+def _size_ok(height: int, width: int) -> bool:
+    return 0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE and height * width <= MAX_PIXELS
 
 
 class _Reader:
