@@ -67,6 +67,16 @@ class UnsupportedModelError(LicqError):
     """A model whose bitstreams the ``.licq`` format cannot hold."""
 
 
+class _Latents(nn.Module):
+    """Stands in for ``g_s`` while entropy decoding: keeps the decoded latent ŷ (CompressAI's
+    ``decompress`` ends with ``g_s(ŷ).clamp_(0, 1)``), so the symbol digest is checked before
+    the synthesis runs."""
+
+    def forward(self, y_hat: Tensor) -> Tensor:
+        self.y_hat = y_hat
+        return y_hat.new_zeros(1)
+
+
 class LatentMismatch(CodecFormatError):
     """The symbols the decoder entropy-decoded are not the ones the encoder coded."""
 
@@ -207,19 +217,24 @@ def decompress_bytes(model: nn.Module, mid: bytes, data: bytes, pad_multiple: in
     if any(len(g) != 1 for g in c.strings):
         raise CodecFormatError("one image per file: every string group must hold one string")
     model.eval()
-    try:
-        with exact_paths(model) if c.flags & FLAG_EXACT else nullcontext(), \
-                symbol_digest(model, decoding=True) as digest:
-            out = model.decompress(c.strings, list(c.shape))
-    except (RuntimeError, ValueError, IndexError) as e:  # inconsistent strings of a valid file
-        raise CodecFormatError(f"the entropy-coded data cannot be decoded ({e})") from None
-    if c.digest is not None and digest.digest()[:DIGEST_BYTES] != c.digest:
-        hint = "" if c.flags & FLAG_EXACT else "; a float-path file decodes reliably only where " \
-            "it was encoded"
-        raise LatentMismatch("the decoded symbols differ from the ones the encoder coded: the "
-                             "file was altered, or this decoder computes other entropy "
-                             f"parameters than the encoder{hint}")
-    x_hat = out["x_hat"]
+    with exact_paths(model) if c.flags & FLAG_EXACT else nullcontext():
+        synthesis = model._modules["g_s"]  # exact or float, as the file says
+        capture = _Latents()
+        model._modules["g_s"] = capture  # entropy decoding only, then the check, then g_s
+        try:
+            with symbol_digest(model, decoding=True) as digest:
+                model.decompress(c.strings, list(c.shape))
+        except (RuntimeError, ValueError, IndexError) as e:  # inconsistent strings, valid file
+            raise CodecFormatError(f"the entropy-coded data cannot be decoded ({e})") from None
+        finally:
+            model._modules["g_s"] = synthesis
+        if c.digest is not None and digest.digest()[:DIGEST_BYTES] != c.digest:
+            hint = "" if c.flags & FLAG_EXACT else "; a float-path file decodes reliably only " \
+                "where it was encoded"
+            raise LatentMismatch("the decoded symbols differ from the ones the encoder coded: "
+                                 "the file was altered, or this decoder computes other entropy "
+                                 f"parameters than the encoder{hint}")
+        x_hat = synthesis(capture.y_hat).clamp_(0, 1)  # what CompressAI's decompress() returns
     _, padding = pad_to_multiple(torch.empty(1, 1, c.height, c.width), pad_multiple)
     x_hat = crop_padding(x_hat, padding).clamp(0, 1)
     if not torch.isfinite(x_hat).all():
