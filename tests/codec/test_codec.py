@@ -107,7 +107,7 @@ def test_reconstruction_check_accepts_a_bit_exact_decode_and_catches_a_forged_on
         pytest.fail("no forged payload decoded to another image")
     forged = Container(c.model_id, c.height, c.width, c.shape, fake, c.flags, c.recon_crc,
                        c.digest)
-    with pytest.raises(LatentMismatch, match="symbols differ"):
+    with pytest.raises(LatentMismatch, match="decoded symbols"):
         decompress_bytes(model, mid, forged.to_bytes())
     crc_only = Container(c.model_id, c.height, c.width, c.shape, fake,
                          FLAG_EXACT | FLAG_RECON_CRC, c.recon_crc)
@@ -115,6 +115,22 @@ def test_reconstruction_check_accepts_a_bit_exact_decode_and_catches_a_forged_on
         decompress_bytes(model, mid, crc_only.to_bytes())
     with pytest.raises(ValueError, match="recon_crc"):
         Container(c.model_id, c.height, c.width, c.shape, c.strings, FLAG_RECON_CRC).to_bytes()
+
+
+def test_a_header_changed_behind_a_valid_crc_is_refused(tiny_codec):
+    """The digest covers the header fields that decide the image: another height that still fits
+    the latent shape (a crop), or the exact-path bit cleared, ends in LatentMismatch."""
+    from dataclasses import replace
+
+    from licq.codec.api import LatentMismatch
+
+    model, mid, _ = tiny_codec
+    x = read_image(sample_images()[0])[..., :60, :70]
+    c = Container.from_bytes(compress_image(model, mid, x))
+    for forged in (replace(c, height=c.height - 3), replace(c, width=c.width + 2),
+                   replace(c, flags=c.flags & ~FLAG_EXACT)):
+        with pytest.raises(LatentMismatch):
+            decompress_bytes(model, mid, forged.to_bytes())
 
 
 def test_oversized_headers_are_refused_before_anything_is_allocated(tiny_codec, monkeypatch):

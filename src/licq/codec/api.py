@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -65,6 +66,24 @@ class ReconstructionMismatch(CodecFormatError):
 
 class UnsupportedModelError(LicqError):
     """A model whose bitstreams the ``.licq`` format cannot hold."""
+
+
+def _padded(model: nn.Module, strings: list[list[bytes]], hp: int, wp: int) -> list[list[bytes]]:
+    """The strings followed by zero bytes that CompressAI's rANS decoder may read past the end
+    of a damaged or forged string (it does not check the end of its buffer: reading on into
+    unmapped memory crashed the process in the fuzz run). A symbol reads at most two 32-bit words
+    (its state renormalisation and the first bypass group) plus one for its bypass loop, and the
+    bypass groups a string can announce are bounded by its own length (at most 16 words per
+    word), so 4·(3·symbols + 16·words) bytes cover every read. Valid strings are never read
+    beyond their end, so this changes nothing for them."""
+    first = next(m for m in model.g_s.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d))
+    stride = latent_stride(model)
+    symbols = first.in_channels * (hp // 16) * (wp // 16)
+    eb = getattr(model, "entropy_bottleneck", None)
+    if eb is not None and stride == LATENT_STRIDE:
+        symbols += eb.channels * (hp // 64) * (wp // 64)
+    return [[s + bytes(4 * (3 * symbols + 16 * (len(s) // 4 + 1))) for s in group]
+            for group in strings]
 
 
 class _Latents(nn.Module):
@@ -115,6 +134,15 @@ def symbol_digest(model: nn.Module, decoding: bool) -> Iterator[hashlib._Hash]:
     finally:
         for m in models:
             m.__dict__.pop("dequantize" if decoding else "quantize", None)
+
+
+def file_digest(c: Container, symbols: hashlib._Hash) -> bytes:
+    """What FLAG_LATENT_DIGEST stores: sha256 over the header fields that decide the decoded
+    image (model id, image size, latent shape, exact path) and the symbols' sha256, cut to
+    DIGEST_BYTES."""
+    header = c.model_id + struct.pack(f"<IIB{len(c.shape)}IB", c.height, c.width, len(c.shape),
+                                      *c.shape, c.flags & FLAG_EXACT)
+    return hashlib.sha256(header + symbols.digest()).digest()[:DIGEST_BYTES]
 
 
 def reconstruction_crc(x_hat: Tensor) -> int:
@@ -194,8 +222,8 @@ def compress_image(
         enc = model.compress(x_pad)
     strings = [[bytes(s) for s in group] for group in enc["strings"]]
     flags = (FLAG_EXACT if exact else 0) | FLAG_LATENT_DIGEST
-    c = Container(mid, h, w, tuple(int(v) for v in enc["shape"]), strings, flags,
-                  digest=digest.digest()[:DIGEST_BYTES])
+    c = Container(mid, h, w, tuple(int(v) for v in enc["shape"]), strings, flags)
+    c = replace(c, digest=file_digest(c, digest))
     if not check:
         return c.to_bytes()
     x_hat = decompress_bytes(model, mid, c.to_bytes(), pad_multiple)
@@ -217,23 +245,24 @@ def decompress_bytes(model: nn.Module, mid: bytes, data: bytes, pad_multiple: in
     if any(len(g) != 1 for g in c.strings):
         raise CodecFormatError("one image per file: every string group must hold one string")
     model.eval()
+    strings = _padded(model, c.strings, hp, wp)
     with exact_paths(model) if c.flags & FLAG_EXACT else nullcontext():
         synthesis = model._modules["g_s"]  # exact or float, as the file says
         capture = _Latents()
         model._modules["g_s"] = capture  # entropy decoding only, then the check, then g_s
         try:
             with symbol_digest(model, decoding=True) as digest:
-                model.decompress(c.strings, list(c.shape))
+                model.decompress(strings, list(c.shape))
         except (RuntimeError, ValueError, IndexError) as e:  # inconsistent strings, valid file
             raise CodecFormatError(f"the entropy-coded data cannot be decoded ({e})") from None
         finally:
             model._modules["g_s"] = synthesis
-        if c.digest is not None and digest.digest()[:DIGEST_BYTES] != c.digest:
+        if c.digest is not None and file_digest(c, digest) != c.digest:
             hint = "" if c.flags & FLAG_EXACT else "; a float-path file decodes reliably only " \
                 "where it was encoded"
-            raise LatentMismatch("the decoded symbols differ from the ones the encoder coded: "
-                                 "the file was altered, or this decoder computes other entropy "
-                                 f"parameters than the encoder{hint}")
+            raise LatentMismatch("the decoded symbols (or the header) differ from what the encoder "
+                                 "wrote: the file was altered, or this decoder computes other "
+                                 f"entropy parameters than the encoder{hint}")
         x_hat = synthesis(capture.y_hat).clamp_(0, 1)  # what CompressAI's decompress() returns
     _, padding = pad_to_multiple(torch.empty(1, 1, c.height, c.width), pad_multiple)
     x_hat = crop_padding(x_hat, padding).clamp(0, 1)

@@ -16,8 +16,9 @@ Layout (little-endian)::
     strings   u8 groups, per group u16 items, per item u32 length + bytes
     recon     u32      (FLAG_RECON_CRC only) zlib.crc32 of the reconstruction the encoder
                        decoded: 8-bit RGB, height × width × 3 bytes in row order
-    digest    8 bytes  (FLAG_LATENT_DIGEST only) the first 8 bytes of the sha256 of every symbol
-                       the encoder entropy-coded (int32, in coding order: ẑ, then ŷ)
+    digest    8 bytes  (FLAG_LATENT_DIGEST only) sha256 over model id, height, width, latent
+                       shape, the FLAG_EXACT bit and the sha256 of every symbol the encoder
+                       entropy-coded (int32, in coding order), cut to 8 bytes
     crc32     u32      zlib.crc32 of everything above
 
 Parsing never trusts a length: every count and size is checked against fixed limits and against
