@@ -50,3 +50,41 @@ def test_results_page_and_readme_summary_regenerate_identically():
     (run `python benchmarks/report.py` after adding or changing one)."""
     report = importlib.import_module("benchmarks.report")
     assert report.stale() == []
+
+
+def test_codec_fuzz_mutations_keep_the_crc_valid_and_hit_the_named_field(tmp_path):
+    """The fuzz run's header and payload mutations recompute the CRC (so they test the parser
+    and the digest, not only the CRC), and its field map matches the container layout."""
+    import random
+    import struct
+    import zlib
+
+    import torch
+
+    from licq.codec import Container, compress_image
+    from tests.conftest import tiny_model
+
+    fuzz = importlib.import_module("benchmarks.codec_fuzz")
+    from licq.api import QuantConfig, quantize_
+    from licq.ptq import calibrate
+
+    model = tiny_model("bmshj2018-hyperprior").eval()
+    quantize_(model, QuantConfig.uniform(8, 8))
+    with calibrate(model):
+        model(torch.rand(1, 3, 64, 64))
+    model.update(force=True)
+    data = compress_image(model, b"m" * 16, torch.rand(1, 3, 64, 80))
+    c = Container.from_bytes(data)
+    f = fuzz.fields(data)
+    assert struct.unpack_from("<II", data, f["height"][0]) == (c.height, c.width)
+    assert [data[p:p + n] for p, n in f["payload"]] == [s for g in c.strings for s in g]
+    assert f["tail"][1] == 8  # the digest
+    rng = random.Random(0)
+    for mutate in (fuzz.mutate_header, fuzz.mutate_payload):
+        for _ in range(50):
+            _, new = mutate(data, rng)
+            assert zlib.crc32(new[:-4]) == struct.unpack("<I", new[-4:])[0]
+    _, big = fuzz.oversized(data, 64, 1 << 26, rng)
+    h, w = struct.unpack_from("<II", big, f["height"][0])
+    shape = [struct.unpack_from("<I", big, p)[0] for p, _ in f["shape"]]
+    assert h * w > c.height * c.width and shape == [-(-h // 64), -(-w // 64)]
