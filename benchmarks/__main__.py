@@ -75,6 +75,12 @@ def control_recipe(stem: str) -> str:
     return " ".join(env) + " bash benchmarks/fp32_finetune_control.sh"
 
 
+def retired(command: str) -> bool:
+    """A command whose script is no longer in the tree (its results stay; git has the script)."""
+    argv = shlex.split(command)
+    return argv[0].endswith(".py") and not (ROOT / argv[0]).is_file()
+
+
 def runnable(command: str) -> str:
     """A recorded command as it runs from the repository root with this interpreter."""
     argv = shlex.split(command)
@@ -128,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         for e in found:
             print(f"[{e['table']}] {e['file']}")
             for s in e["steps"] or ["(no command recorded: written by the command of its table)"]:
-                print(f"    {s}")
+                print(f"    {s}" + ("   [retired script: not re-run]" if retired(s) else ""))
         return 0
     if not found:
         print("no results files match", file=sys.stderr)
@@ -138,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         for step in e["steps"]:
             cmd = step if step.endswith(".sh") else runnable(step)
             if cmd in done:
+                continue
+            if retired(step):
+                print(f"skip (retired script, results kept): {step}", file=sys.stderr)
+                done.add(cmd)
                 continue
             done.add(cmd)
             print(f"$ {cmd}", flush=True)
