@@ -247,11 +247,11 @@ def cases(bases: dict[str, list[bytes]], n: int, seed: int, max_pixels: int) -> 
         b = rng.randrange(len(bases[model]))
         data = bases[model][b]
         if kind == "bitflip":
-            b = bytearray(data)
+            flipped = bytearray(data)
             flips = rng.randint(1, 8)
             for _ in range(flips):
-                b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
-            detail, new = f"{flips} bits", bytes(b)
+                flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
+            detail, new = f"{flips} bits", bytes(flipped)
         elif kind == "header":
             detail, new = mutate_header(data, rng)
         elif kind == "payload":
