@@ -86,15 +86,12 @@ def cmd_ptq(args: argparse.Namespace) -> int:
              f"ratio {r.size.weight_ratio:.3f}x, quantized layers "
              f"{r.size.quantized_layers_ratio:.3f}x; calibration {sec:.1f}s")
     from licq._provenance import provenance
+    from licq.quant.size import size_summary
 
     prov = provenance()
     extra = {
         "setting": setting,
-        "model_bytes": [s.model_bytes for s in sizes],
-        "fp32_bytes": [s.fp32_bytes for s in sizes],
-        "ratio": sum(s.ratio for s in sizes) / len(sizes),
-        "weight_ratio": sum(s.weight_ratio for s in sizes) / len(sizes),
-        "quantized_layers_ratio": sum(s.quantized_layers_ratio for s in sizes) / len(sizes),
+        **size_summary(sizes),
         "bit_config": configs[0].to_dict() if len(set(map(str, configs))) == 1 else None,
         "calibration_seconds": seconds,
         "ptq_seconds": ptq_seconds,

@@ -118,14 +118,13 @@ def cmd_qat(args: argparse.Namespace) -> int:
              f"{run.size.weight_ratio:.3f}x, model ratio {run.size.ratio:.3f}x")
     if rank != 0 or args.no_eval:
         return 0
+    from licq.quant.size import size_summary
+
     sizes = [r.size for r in runs]
     extra = {
         "setting": setting, "preset": args.preset, "qat": settings.as_dict(), "loss": loss,
         "latent_rounding": args.latent_rounding,
-        "model_bytes": [s.model_bytes for s in sizes],
-        "ratio": sum(s.ratio for s in sizes) / len(sizes),
-        "weight_ratio": sum(s.weight_ratio for s in sizes) / len(sizes),
-        "quantized_layers_ratio": sum(s.quantized_layers_ratio for s in sizes) / len(sizes),
+        **size_summary(sizes),
         "steps": [r.steps for r in runs], "train_seconds": [r.train_seconds for r in runs],
         "train": {"dir": str(args.train_dir), "lr": args.lr, "lr_schedule": args.lr_schedule,
                   "lr_final": args.lr_final, "lr_decay_start": args.lr_decay_start,

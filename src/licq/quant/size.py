@@ -128,3 +128,15 @@ def model_size(model: nn.Module, config: QuantConfig | dict[str, LayerQConfig | 
         quantized_layers_fp32_bytes=q_fp32_elems * FLOAT_BITS // 8,
         per_layer=per_layer,
     )
+
+
+def size_summary(sizes: list[SizeReport]) -> dict:
+    """The size fields of a results file over its quality points: bytes per point and the mean
+    of each ratio."""
+    def mean(key: str) -> float:
+        return sum(getattr(s, key) for s in sizes) / len(sizes)
+
+    return {"model_bytes": [s.model_bytes for s in sizes],
+            "fp32_bytes": [s.fp32_bytes for s in sizes],
+            "ratio": mean("ratio"), "weight_ratio": mean("weight_ratio"),
+            "quantized_layers_ratio": mean("quantized_layers_ratio")}
