@@ -110,6 +110,8 @@ def encode(args: argparse.Namespace) -> None:
     ref = {"threads": 2, "quality": args.quality, "models": names, "images": [p.name for p in images],
            "variants": {}}
     for v, (model, mid, exact) in models.items():
+        if v not in args.variants:
+            continue
         (work / v).mkdir(parents=True, exist_ok=True)
         rows = []
         for p in images:
@@ -146,6 +148,8 @@ def decode(args: argparse.Namespace) -> None:
            "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
            "variants": {}}
     for v, (model, mid, exact) in models.items():
+        if v not in ref["variants"]:  # a variant the encode step left out (--variants)
+            continue
         rows = {r["image"]: r for r in ref["variants"][v]}
         names = list(rows)
         results = {}
@@ -294,7 +298,7 @@ def run(args: argparse.Namespace) -> None:
     extra_enc = (["--arch", args.arch] if args.arch else []) + (
         ["--max-images", str(args.max_images)] if args.max_images else [])
     subprocess.run([*me, "encode", *common, "--kodak", args.kodak, "-q", str(args.quality),
-                    *extra_enc], check=True)
+                    "--variants", *args.variants, *extra_enc], check=True)
     decodes = {"cross_process_1thread": ["--threads", "1", "--batch", "1"],
                "cross_process_2threads_batch2": ["--threads", "2", "--batch", "2"]}
     for name, extra in decodes.items():
@@ -314,7 +318,8 @@ def write_results(work: Path, args: argparse.Namespace, prov: dict, fz: dict | N
            "encode": {"threads": 2, "process": "one process encodes all, and decodes each file "
                                                "once (the encoder-side reconstruction)"},
            "variants": {}}
-    for v in VARIANTS:
+    variants = [v for v in VARIANTS if v in enc["variants"]]
+    for v in variants:
         rows = enc["variants"][v]
         entry = {"encode_seconds_mean": sum(r["encode_seconds"] for r in rows) / len(rows),
                  "decode_seconds_mean_encoder_side": sum(r["decode_seconds"] for r in rows)
@@ -329,7 +334,7 @@ def write_results(work: Path, args: argparse.Namespace, prov: dict, fz: dict | N
                 entry[f.stem] = _summary(enc, dec, v)
         out["variants"][v] = entry
     ex = out["variants"]["w8a8-exact"]
-    fp = out["variants"]["fp32"]
+    fp = out["variants"].get("fp32", {})
     # cross-thread: decoded with 1 thread (encoded with 2), in another process;
     # cross-process: another process with 2 threads and another batch composition (pairs)
     out["cross_thread_match"] = ex.get("cross_process_1thread", {}).get("match")
@@ -342,19 +347,19 @@ def write_results(work: Path, args: argparse.Namespace, prov: dict, fz: dict | N
     out["fuzz_failures"] = fz["failure_count"] if fz else None
     if "cross_device_gpu" in ex:  # decoded on the device tool's GPU (files encoded here)
         out["cross_device_match"] = ex["cross_device_gpu"]["match"]
-        out["fp32_cross_device_match"] = fp["cross_device_gpu"]["match"]
+        out["fp32_cross_device_match"] = fp.get("cross_device_gpu", {}).get("match")
     if "cross_machine_cpu" in ex:  # decoded on the device tool's (other) CPU, 1 thread
         out["cross_machine_match"] = ex["cross_machine_cpu"]["match"]
-        out["fp32_cross_machine_match"] = fp["cross_machine_cpu"]["match"]
+        out["fp32_cross_machine_match"] = fp.get("cross_machine_cpu", {}).get("match")
     lscpu = work / "device-lscpu.txt"
     if lscpu.is_file():
         txt = lscpu.read_text()
         model = next((ln.split(":", 1)[1].strip() for ln in txt.splitlines()
                       if ln.startswith("Model name")), None)
         out["other_machine_cpu"] = {"model": model, "flags": sorted(isa_flags(txt))}
-    out["decode_runs"] = {name: {v: out["variants"][v][name]["match"] for v in VARIANTS
+    out["decode_runs"] = {name: {v: out["variants"][v][name]["match"] for v in variants
                                  if name in out["variants"][v]}
-                          for name in sorted({k for v in VARIANTS for k in out["variants"][v]
+                          for name in sorted({k for v in variants for k in out["variants"][v]
                                               if isinstance(out["variants"][v][k], dict)})}
     out["fuzz"] = fz
     out["procedure"] = "`codec_determinism.py run` (the command below)" if not (
@@ -387,6 +392,8 @@ def main() -> None:
         p.add_argument("-o", "--output", default=None)
         p.add_argument("--seconds", "--fuzz-seconds", dest="fuzz_seconds", type=float, default=600)
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                       help="encode (and so decode) only these variants")
         p.add_argument("--arch", default=None, help="another architecture's committed baseline "
                        "(benchmarks/models), quantized to W8A8 here")
         p.add_argument("--max-images", type=int, default=None)
