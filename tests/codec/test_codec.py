@@ -133,6 +133,21 @@ def test_a_header_changed_behind_a_valid_crc_is_refused(tiny_codec):
             decompress_bytes(model, mid, forged.to_bytes())
 
 
+def test_a_forged_large_image_is_refused_after_z_before_y_is_decoded(tiny_codec, monkeypatch):
+    """A consistent header (size and latent shape agree) declaring a larger image over a small
+    file's strings: the digest's ẑ part refuses it before ŷ (the costly part) is decoded."""
+    from dataclasses import replace
+
+    from licq.codec.api import LatentMismatch
+
+    model, mid, _ = tiny_codec
+    c = Container.from_bytes(compress_image(model, mid, read_image(sample_images()[0])[..., :64, :64]))
+    monkeypatch.setattr(model.gaussian_conditional, "decompress",
+                        lambda *a, **k: pytest.fail("ŷ decoded"))
+    with pytest.raises(LatentMismatch):
+        decompress_bytes(model, mid, replace(c, height=1024, width=512, shape=(16, 8)).to_bytes())
+
+
 def test_oversized_headers_are_refused_before_anything_is_allocated(tiny_codec, monkeypatch):
     """A header declaring more than MAX_PIXELS (or a side over MAX_SIDE), CRC valid: refused by
     the parser; the model's decoder is never called."""

@@ -11,7 +11,8 @@ pixels on any machine, thread count or device; the header's FLAG_EXACT records i
 reliably only where float arithmetic matches the encoder's.
 
 Every file carries a digest of the symbols the encoder entropy-coded (FLAG_LATENT_DIGEST,
-8 bytes, :func:`symbol_digest`); the decoder recomputes it from what it decoded and raises
+12 bytes, :func:`symbol_digest`); the decoder recomputes it from what it decoded (the part over ẑ
+as soon as ẑ is decoded, so a forged file stops there) and raises
 :class:`LatentMismatch` when they differ: a payload altered behind a recomputed file CRC, or a
 decoder whose entropy parameters differ from the encoder's, ends in an error, not in a wrong
 image. ``check=True`` also makes the encoder decode its own file and store the CRC-32 of that
@@ -26,7 +27,7 @@ import hashlib
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +38,7 @@ from torch import Tensor
 
 from licq.codec.container import (
     DIGEST_BYTES,
+    FIRST_DIGEST_BYTES,
     FLAG_EXACT,
     FLAG_LATENT_DIGEST,
     FLAG_RECON_CRC,
@@ -100,25 +102,47 @@ class LatentMismatch(CodecFormatError):
     """The symbols the decoder entropy-decoded are not the ones the encoder coded."""
 
 
+MISMATCH = ("the decoded symbols (or the header) differ from what the encoder wrote: the file was "
+            "altered, or this decoder computes other entropy parameters than the encoder")
+FLOAT_HINT = "; a float-path file decodes reliably only where it was encoded"
+
+
+class SymbolDigest:
+    """sha256 of every coded symbol in coding order (``all``) and of the first symbol tensor
+    alone (``first``: ẑ in a hyperprior model, the whole latent in a factorized one)."""
+
+    def __init__(self, on_first: Callable[[SymbolDigest], None] | None = None) -> None:
+        self.all = hashlib.sha256()
+        self.first: bytes | None = None
+        self.on_first = on_first
+
+    def add(self, t: Tensor) -> None:
+        data = t.detach().round().to(torch.int32).cpu().contiguous().numpy().tobytes()
+        self.all.update(data)
+        if self.first is None:
+            self.first = hashlib.sha256(data).digest()
+            if self.on_first is not None:
+                self.on_first(self)
+
+
 @contextmanager
-def symbol_digest(model: nn.Module, decoding: bool) -> Iterator[hashlib._Hash]:
-    """A sha256 of every symbol ``model``'s entropy models code while inside, in coding order:
+def symbol_digest(model: nn.Module, decoding: bool,
+                  on_first: Callable[[SymbolDigest], None] | None = None
+                  ) -> Iterator[SymbolDigest]:
+    """Digests of every symbol ``model``'s entropy models code while inside, in coding order:
     at encode what ``quantize(…, "symbols")`` hands the coder, at decode what the coder returns
     (``dequantize``'s input), both as int32. Encoder and decoder agree exactly when every
-    symbol was decoded as it was coded."""
+    symbol was decoded as it was coded. ``on_first`` is called as soon as the first symbol
+    tensor is in (the decoder checks it there, before decoding the rest)."""
     from compressai.entropy_models import EntropyModel
 
-    h = hashlib.sha256()
-
-    def add(t: Tensor) -> None:
-        h.update(t.detach().round().to(torch.int32).cpu().contiguous().numpy().tobytes())
-
+    digest = SymbolDigest(on_first)
     models = [m for m in model.modules() if isinstance(m, EntropyModel)]
     try:
         for m in models:
             if decoding:
                 def dequantize(inputs, means=None, dtype=torch.float, _f=m.dequantize):
-                    add(inputs)
+                    digest.add(inputs)
                     return _f(inputs, means, dtype)
 
                 m.dequantize = dequantize
@@ -126,23 +150,33 @@ def symbol_digest(model: nn.Module, decoding: bool) -> Iterator[hashlib._Hash]:
                 def quantize(inputs, mode, means=None, _f=m.quantize):
                     out = _f(inputs, mode, means)
                     if mode == "symbols":
-                        add(out)
+                        digest.add(out)
                     return out
 
                 m.quantize = quantize
-        yield h
+        yield digest
     finally:
         for m in models:
             m.__dict__.pop("dequantize" if decoding else "quantize", None)
 
 
-def file_digest(c: Container, symbols: hashlib._Hash) -> bytes:
-    """What FLAG_LATENT_DIGEST stores: sha256 over the header fields that decide the decoded
-    image (model id, image size, latent shape, exact path) and the symbols' sha256, cut to
-    DIGEST_BYTES."""
-    header = c.model_id + struct.pack(f"<IIB{len(c.shape)}IB", c.height, c.width, len(c.shape),
-                                      *c.shape, c.flags & FLAG_EXACT)
-    return hashlib.sha256(header + symbols.digest()).digest()[:DIGEST_BYTES]
+def _header_bytes(c: Container) -> bytes:
+    """The header fields that decide the decoded image: model id, size, latent shape, exact."""
+    return c.model_id + struct.pack(f"<IIB{len(c.shape)}IB", c.height, c.width, len(c.shape),
+                                    *c.shape, c.flags & FLAG_EXACT)
+
+
+def first_digest(c: Container, first: bytes) -> bytes:
+    """The first FIRST_DIGEST_BYTES of FLAG_LATENT_DIGEST: header fields + the first symbol
+    tensor (checked before the rest of the file is entropy-decoded)."""
+    return hashlib.sha256(b"first" + _header_bytes(c) + first).digest()[:FIRST_DIGEST_BYTES]
+
+
+def file_digest(c: Container, symbols: SymbolDigest) -> bytes:
+    """What FLAG_LATENT_DIGEST stores: :func:`first_digest`, then sha256 over the header fields
+    and every symbol, cut to DIGEST_BYTES in all."""
+    rest = hashlib.sha256(_header_bytes(c) + symbols.all.digest()).digest()
+    return first_digest(c, symbols.first or b"") + rest[:DIGEST_BYTES - FIRST_DIGEST_BYTES]
 
 
 def reconstruction_crc(x_hat: Tensor) -> int:
@@ -246,23 +280,24 @@ def decompress_bytes(model: nn.Module, mid: bytes, data: bytes, pad_multiple: in
         raise CodecFormatError("one image per file: every string group must hold one string")
     model.eval()
     strings = _padded(model, c.strings, hp, wp)
+
+    def check_first(d: SymbolDigest) -> None:  # e.g. ẑ: refuse before decoding ŷ
+        if c.digest is not None and first_digest(c, d.first) != c.digest[:FIRST_DIGEST_BYTES]:
+            raise LatentMismatch(MISMATCH + ("" if c.flags & FLAG_EXACT else FLOAT_HINT))
+
     with exact_paths(model) if c.flags & FLAG_EXACT else nullcontext():
         synthesis = model._modules["g_s"]  # exact or float, as the file says
         capture = _Latents()
         model._modules["g_s"] = capture  # entropy decoding only, then the check, then g_s
         try:
-            with symbol_digest(model, decoding=True) as digest:
+            with symbol_digest(model, decoding=True, on_first=check_first) as digest:
                 model.decompress(strings, list(c.shape))
         except (RuntimeError, ValueError, IndexError) as e:  # inconsistent strings, valid file
             raise CodecFormatError(f"the entropy-coded data cannot be decoded ({e})") from None
         finally:
             model._modules["g_s"] = synthesis
         if c.digest is not None and file_digest(c, digest) != c.digest:
-            hint = "" if c.flags & FLAG_EXACT else "; a float-path file decodes reliably only " \
-                "where it was encoded"
-            raise LatentMismatch("the decoded symbols (or the header) differ from what the encoder "
-                                 "wrote: the file was altered, or this decoder computes other "
-                                 f"entropy parameters than the encoder{hint}")
+            raise LatentMismatch(MISMATCH + ("" if c.flags & FLAG_EXACT else FLOAT_HINT))
         x_hat = synthesis(capture.y_hat).clamp_(0, 1)  # what CompressAI's decompress() returns
     _, padding = pad_to_multiple(torch.empty(1, 1, c.height, c.width), pad_multiple)
     x_hat = crop_padding(x_hat, padding).clamp(0, 1)

@@ -16,9 +16,10 @@ Layout (little-endian)::
     strings   u8 groups, per group u16 items, per item u32 length + bytes
     recon     u32      (FLAG_RECON_CRC only) zlib.crc32 of the reconstruction the encoder
                        decoded: 8-bit RGB, height × width × 3 bytes in row order
-    digest    8 bytes  (FLAG_LATENT_DIGEST only) sha256 over model id, height, width, latent
-                       shape, the FLAG_EXACT bit and the sha256 of every symbol the encoder
-                       entropy-coded (int32, in coding order), cut to 8 bytes
+    digest    12 bytes (FLAG_LATENT_DIGEST only) 4 bytes of sha256 over model id, height, width,
+                       latent shape, the FLAG_EXACT bit and the first symbol tensor the encoder
+                       entropy-coded (ẑ; checked before the rest is decoded), then 8 bytes of
+                       sha256 over the same fields and every symbol (int32, coding order)
     crc32     u32      zlib.crc32 of everything above
 
 Parsing never trusts a length: every count and size is checked against fixed limits and against
@@ -44,7 +45,8 @@ FLAG_EXACT = 1
 FLAG_RECON_CRC = 2
 FLAG_LATENT_DIGEST = 4
 KNOWN_FLAGS = FLAG_EXACT | FLAG_RECON_CRC | FLAG_LATENT_DIGEST
-DIGEST_BYTES = 8
+FIRST_DIGEST_BYTES = 4  # the part checked after the first symbol tensor (ẑ)
+DIGEST_BYTES = 12
 MAX_SIDE = 1 << 16  # pixels
 #: largest image a file may declare (64 Mpx, e.g. 8192 × 8192): the decoder's memory grows with
 #: the pixel count (docs/method.md gives the measured peak memory per pixel)
