@@ -70,22 +70,24 @@ class UnsupportedModelError(LicqError):
     """A model whose bitstreams the ``.licq`` format cannot hold."""
 
 
-def _padded(model: nn.Module, strings: list[list[bytes]], hp: int, wp: int) -> list[list[bytes]]:
-    """The strings followed by zero bytes that CompressAI's rANS decoder may read past the end
-    of a damaged or forged string (it does not check the end of its buffer: reading on into
-    unmapped memory crashed the process in the fuzz run). A symbol reads at most two 32-bit words
-    (its state renormalisation and the first bypass group) plus one for its bypass loop, and the
-    bypass groups a string can announce are bounded by its own length (at most 16 words per
-    word), so 4·(3·symbols + 16·words) bytes cover every read. Valid strings are never read
-    beyond their end, so this changes nothing for them."""
+def _padded(s: bytes, symbols: int) -> bytes:
+    """``s`` followed by the zero bytes CompressAI's rANS decoder may read past the end of a
+    damaged or forged string when it decodes ``symbols`` symbols from it (it does not check the
+    end of its buffer: reading on into unmapped memory crashed the process in the fuzz run).
+    Every read is one 32-bit word: at most one per symbol for its state, one for the first
+    bypass group and one for the bypass loop's exit, plus one per bypass group announced, and
+    the groups a string can announce are bounded by its own nibbles (at most 15·8 = 120 per
+    word); so 4·(3·symbols + 128·words) bytes cover every read. Valid strings are never read
+    beyond their end: padding changes nothing for them."""
+    return s + bytes(4 * (3 * symbols + 128 * (len(s) // 4 + 1)))
+
+
+def _symbol_counts(model: nn.Module, hp: int, wp: int) -> tuple[int, int]:
+    """(symbols of ŷ, symbols of ẑ) of a ``hp`` × ``wp`` padded image."""
     first = next(m for m in model.g_s.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d))
-    stride = latent_stride(model)
-    symbols = first.in_channels * (hp // 16) * (wp // 16)
     eb = getattr(model, "entropy_bottleneck", None)
-    if eb is not None and stride == LATENT_STRIDE:
-        symbols += eb.channels * (hp // 64) * (wp // 64)
-    return [[s + bytes(4 * (3 * symbols + 16 * (len(s) // 4 + 1))) for s in group]
-            for group in strings]
+    z = eb.channels * (hp // 64) * (wp // 64) if eb is not None else 0
+    return first.in_channels * (hp // 16) * (wp // 16), z
 
 
 class _Latents(nn.Module):
@@ -279,11 +281,17 @@ def decompress_bytes(model: nn.Module, mid: bytes, data: bytes, pad_multiple: in
     if any(len(g) != 1 for g in c.strings):
         raise CodecFormatError("one image per file: every string group must hold one string")
     model.eval()
-    strings = _padded(model, c.strings, hp, wp)
+    # zero padding against reads past a forged string's end: ẑ's strings (the last group of a
+    # hyperprior model; the only group of a factorized one) now, ŷ's once ẑ passed its check
+    n_y, n_z = _symbol_counts(model, hp, wp)
+    strings = [list(g) for g in c.strings]
+    strings[-1] = [_padded(s, n_z if len(strings) > 1 else n_y) for s in strings[-1]]
 
-    def check_first(d: SymbolDigest) -> None:  # e.g. ẑ: refuse before decoding ŷ
+    def check_first(d: SymbolDigest) -> None:  # ẑ decoded: refuse before decoding ŷ
         if c.digest is not None and first_digest(c, d.first) != c.digest[:FIRST_DIGEST_BYTES]:
             raise LatentMismatch(MISMATCH + ("" if c.flags & FLAG_EXACT else FLOAT_HINT))
+        for group in strings[:-1]:  # CompressAI reads strings[0] (ŷ) after decoding ẑ
+            group[:] = [_padded(s, n_y) for s in group]
 
     with exact_paths(model) if c.flags & FLAG_EXACT else nullcontext():
         synthesis = model._modules["g_s"]  # exact or float, as the file says
