@@ -1062,7 +1062,8 @@ def codec_section() -> str:
             low = e.get("cross_process_1thread", {}).get("min_psnr_vs_encoder_side")
             out.append(f"| {v} | {e['bpp_mean']:.4f} | {e['psnr_mean']:.3f} | "
                        f"{e['encode_seconds_mean']:.2f} / {e['decode_seconds_mean_encoder_side']:.2f}"
-                       " | " + " | ".join(cells) + f" | {low:.1f} dB |")
+                       " | " + " | ".join(cells) + " | "
+                       + ("all identical" if low == float("inf") else f"{low:.1f} dB") + " |")
         if not _descends(o["licq"]["commit"], EXACT_BLOCKS):
             out += ["", "Measured before the exact path covered residual and attention blocks "
                     f"({EXACT_BLOCKS}): its synthesis ran in float, so only the entropy decoding "
@@ -1072,7 +1073,7 @@ def codec_section() -> str:
             out.append("")
     if fz:
         kinds = ", ".join(f"{k}: {sum(v.values())}" for k, v in sorted(fz["by_kind"].items()))
-        out.append(f"Earlier fuzz run (`codec_determinism.py fuzz`, in the file above): "
+        out.append(f"Earlier fuzz run (`codec_determinism.py fuzz`, in `{f.name}`): "
                    f"{fz['cases']:,} mutated files in {fz['seconds']:.0f} s ({kinds}); "
                    f"{fz['failure_count']} ended in anything but `CodecFormatError` or a clean "
                    f"decode, or took over {fz['time_bound_seconds']:.0f} s.")
