@@ -759,11 +759,8 @@ def _train_code(r: dict) -> str:
 
 def _code_label(commit: str) -> str:
     """``commit`` (may end in +dirty) short, marked “pre-fix” when it precedes LATENT_FIX."""
-    import subprocess
-
     c = commit.removesuffix("+dirty")
-    before = subprocess.run(["git", "merge-base", "--is-ancestor", c, LATENT_FIX], cwd=ROOT,
-                            capture_output=True).returncode == 0 and not c.startswith(LATENT_FIX)
+    before = _descends(LATENT_FIX, c) and not c.startswith(LATENT_FIX)
     return f"{c[:7]}{' pre-fix' if before else ''}"
 
 
@@ -1172,6 +1169,12 @@ def _best(arch: str, kind: str, setting: str, anchor: dict) -> tuple | None:
         vs_control = bd_rate(read_results(control), r) if control else None
         ratio = _mean([x["weight_ratio"] for x in _sizes(r)])
         rows.append((f, vs_base, vs_control, ratio))
+    return _pick(rows)
+
+
+def _pick(rows: list[tuple]) -> tuple | None:
+    """Of ``(file, BD vs baseline, BD vs control or None, …)`` rows, the lowest against the
+    control where any row has one, else the lowest against the baseline."""
     if not rows:
         return None
     with_control = [x for x in rows if x[2] is not None]
@@ -1235,10 +1238,7 @@ def _best_dynamic(arch: str, anchor: dict) -> tuple | None:
         control = _control_for(arch, f.stem.removeprefix(f"dq-{arch}-"))
         vs_control = bd_rate(read_results(control), r) if control else None
         rows.append((f, vs_base, vs_control, r["licq"]["mean_bits"]))
-    if not rows:
-        return None
-    with_control = [x for x in rows if x[2] is not None]
-    return min(with_control, key=lambda x: x[2]) if with_control else min(rows, key=lambda x: x[1])
+    return _pick(rows)
 
 
 #: docs/results.md: (title, what the section's tables are, the function that writes them)

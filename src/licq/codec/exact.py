@@ -274,15 +274,12 @@ class _ExactResidual(nn.Module):
     def __init__(self, main: list[nn.Module], skip: nn.Module | None,
                  post: nn.Module | None = None) -> None:
         super().__init__()
-        self.main = nn.ModuleList(main)
+        self.main = _Steps(main)
         self.skip = skip
         self.post = post
 
     def forward(self, x: Tensor) -> Tensor:
-        y = x
-        for step in self.main:
-            y = step(y)
-        y = y + (self.skip(x) if self.skip is not None else x)
+        y = self.main(x) + (self.skip(x) if self.skip is not None else x)
         return self.post(y) if self.post is not None else y
 
 
@@ -307,6 +304,8 @@ def _one(name: str, layer: nn.Module) -> nn.Module | None:
 
 
 class _Steps(nn.Module):
+    """Exact steps run one after another."""
+
     def __init__(self, steps: list[nn.Module]) -> None:
         super().__init__()
         self.steps = nn.ModuleList(steps)
@@ -323,10 +322,10 @@ def _block(name: str, layer: nn.Module) -> nn.Module | None:
     kind = type(layer).__name__
     if kind == "ResidualBlock":  # conv1 → lrelu → conv2 → lrelu, + x (or skip(x))
         main = _chain(name, layer, ("conv1", "leaky_relu", "conv2", "leaky_relu"))
-        return _ExactResidual(main, _one(f"{name}.skip", layer.skip) if layer.skip else None)
+        return _ExactResidual(main, _one(f"{name}.skip", layer.skip) if layer.skip is not None else None)
     if kind == "ResidualBlockWithStride":  # conv1 → lrelu → conv2 → gdn, + x (or skip(x))
         main = _chain(name, layer, ("conv1", "leaky_relu", "conv2", "gdn"))
-        return _ExactResidual(main, _one(f"{name}.skip", layer.skip) if layer.skip else None)
+        return _ExactResidual(main, _one(f"{name}.skip", layer.skip) if layer.skip is not None else None)
     if kind == "ResidualBlockUpsample":  # subpel → lrelu → conv → igdn, + upsample(x)
         main = _chain(name, layer, ("subpel_conv", "leaky_relu", "conv", "igdn"))
         return _ExactResidual(main, _one(f"{name}.upsample", layer.upsample))
@@ -368,21 +367,17 @@ def _exact_steps(name: str, layer: nn.Module) -> list[nn.Module]:
            else ""))
 
 
-class ExactSequential(nn.Module):
+class ExactSequential(_Steps):
     """An ``nn.Sequential`` of quantized layers (convolutions, (I)GDN, activations, sub-pixel
     shuffles, CompressAI's residual and attention blocks) run in exactly reproducible arithmetic
     (float64 integers and single IEEE operations); returns float32."""
 
     def __init__(self, seq: nn.Sequential, name: str = "") -> None:
-        super().__init__()
-        self.steps = nn.ModuleList(_exact_steps(name, seq) if name else [
+        super().__init__(_exact_steps(name, seq) if name else [
             s for child, sub in seq.named_children() for s in _exact_steps(child, sub)])
 
     def forward(self, x: Tensor) -> Tensor:
-        y = x.double()
-        for step in self.steps:
-            y = step(y)
-        return y.float()
+        return super().forward(x.double()).float()
 
 
 class ExactAR:
