@@ -7,9 +7,10 @@
 Every results file records the command that wrote it (``licq.command`` or
 ``licq.provenance.command``), so the run list of a table is the table's results files: ``run``
 re-runs those commands from the repository root (one command once, where a script wrote several
-files) and ``report`` renders the tables again. The FP32 fine-tuning controls record only their
-evaluation; ``run`` calls ``benchmarks/fp32_finetune_control.sh`` for them instead (training and
-evaluation), with the settings the file name records.
+files; for a file that ``benchmarks/merge_points.py`` merged from runs of disjoint qualities, each
+run and then the merge) and ``report`` renders the tables again. The FP32 fine-tuning controls
+record only their evaluation; ``run`` calls ``benchmarks/fp32_finetune_control.sh`` for them
+instead (training and evaluation), with the settings the file name records.
 """
 
 from __future__ import annotations
@@ -100,9 +101,13 @@ def entries(table: str | None, arch: str | None, only: list[str] | None) -> list
             continue
         if only and f.stem not in only and f.name not in only:
             continue
-        command = recorded_command(json.loads(f.read_text()))
+        data = json.loads(f.read_text())
+        command = recorded_command(data)
+        merged = (data.get("licq") or {}).get("merged_from") or []
         if f.stem.startswith(CONTROL):  # the script trains the models and evaluates them
             steps = [control_recipe(f.stem)]
+        elif merged:  # benchmarks/merge_points.py: each part's run, then the merge
+            steps = [m["command"] for m in merged] + ([command] if command else [])
         else:
             steps = [command] if command else []
         out.append({"file": f.name, "table": t, "steps": steps})

@@ -217,7 +217,9 @@ def _reconstruction_rows(arch: str, anchor: dict) -> list[str]:
     rows, bars = [], []
     for f in sorted(RESULTS.glob(f"ptq-{arch}-*-rdo.json"), key=_rdo_order):
         setting = f.stem.removeprefix(f"ptq-{arch}-").removesuffix("-rdo")
-        plain = _ptq_counterpart(arch, setting)
+        # beside the range-only PTQ of the same code (the joint AR models: after the fix)
+        plain = ((arch in _AR_FIXED and _ptq_counterpart(arch, setting + _FIX_SUFFIX))
+                 or _ptq_counterpart(arch, setting))
         r = read_results(f)
         value = _bd_or_none(anchor, f)
         goal = _rdo_target(arch, setting)
@@ -307,7 +309,9 @@ def _equalization_rows(arch: str, anchor: dict) -> list[str]:
     rows = []
     for f in sorted(RESULTS.glob(f"ptq-{arch}-*-eq-auto.json")):
         setting = f.stem.removeprefix(f"ptq-{arch}-").removesuffix("-eq-auto")
-        plain = _ptq_counterpart(arch, setting)
+        # beside the range-only PTQ of the same code (the joint AR models: after the fix)
+        plain = ((arch in _AR_FIXED and _ptq_counterpart(arch, setting + _FIX_SUFFIX))
+                 or _ptq_counterpart(arch, setting))
         r = read_results(f)
         alphas = ", ".join(f"q{p.get('quality')}: {_alpha(p)}" for p in r["licq"]["points"])
         rows.append(f"| {setting} | {_bd(anchor, read_results(plain)) if plain else '—'} | "

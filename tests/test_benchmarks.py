@@ -97,3 +97,50 @@ def test_every_recorded_script_exists_or_is_deliberately_retired():
         if command and runner.retired(command):
             scripts.add(command.split()[0])
     assert scripts == {"benchmarks/qat_latent_check.py"}  # superseded by the latent fix
+
+
+def _part(qualities, *, setting="w8a8", ratio=4.0):
+    from licq.eval.results import make_results
+
+    pts = [{"psnr-rgb": 30.0 + q, "ms-ssim-rgb": 0.9, "bpp": 0.1 * q, "encoding_time": 1.0,
+            "decoding_time": 1.0} for q in qualities]
+    licq = {"arch": "cheng2020-anchor", "setting": setting, "method": "rdo", "commit": "abc",
+            "points": [{"quality": q} for q in qualities], "model_bytes": [100 * q for q in qualities],
+            "ptq_seconds": [60.0 * q for q in qualities], "ratio": ratio,
+            "command": f"licq ptq -q {' '.join(map(str, qualities))} -o part.json"}
+    return make_results("x", pts, description="d", licq=licq)
+
+
+def test_merge_points_orders_by_quality_and_keeps_each_part_command():
+    merge = importlib.import_module("benchmarks.merge_points")
+    out = merge.merge([_part([3, 4], ratio=5.0), _part([1, 2], ratio=3.0)], "merge cmd")
+    assert [p["quality"] for p in out["licq"]["points"]] == [1, 2, 3, 4]
+    assert out["results"]["bpp"] == [0.1, 0.2, 0.1 * 3, 0.4]
+    assert out["licq"]["ptq_seconds"] == [60.0, 120.0, 180.0, 240.0]
+    assert out["licq"]["model_bytes"] == [100, 200, 300, 400]
+    assert out["licq"]["ratio"] == 4.0  # mean over the 4 points
+    assert [m["qualities"] for m in out["licq"]["merged_from"]] == [[3, 4], [1, 2]]
+    assert out["licq"]["command"] == "merge cmd"
+    assert "-q 3 4" in out["licq"]["merged_from"][0]["command"]
+
+
+def test_merge_points_refuses_parts_of_different_runs():
+    import pytest
+
+    merge = importlib.import_module("benchmarks.merge_points")
+    with pytest.raises(merge.MergeError, match="licq.setting"):
+        merge.merge([_part([1, 2]), _part([3, 4], setting="fmpq-6x")], "m")
+    with pytest.raises(merge.MergeError, match="more than one part"):
+        merge.merge([_part([1, 2]), _part([2, 3])], "m")
+    with pytest.raises(merge.MergeError, match="at least two"):
+        merge.merge([_part([1, 2])], "m")
+
+
+def test_runner_steps_of_a_merged_file_are_each_part_then_the_merge(tmp_path, monkeypatch):
+    merge = importlib.import_module("benchmarks.merge_points")
+    out = merge.merge([_part([1, 2]), _part([3, 4])], "benchmarks/merge_points.py a b -o c")
+    (tmp_path / "ptq-cheng2020-anchor-w8a8-rdo.json").write_text(json.dumps(out))
+    monkeypatch.setattr(runner, "RESULTS", tmp_path)
+    (e,) = runner.entries("ptq", None, None)
+    assert e["steps"] == ["licq ptq -q 1 2 -o part.json", "licq ptq -q 3 4 -o part.json",
+                          "benchmarks/merge_points.py a b -o c"]
