@@ -227,10 +227,13 @@ def _reconstruction_rows(arch: str, anchor: dict) -> list[str]:
         minutes = max(r["licq"]["ptq_seconds"]) / 60
         budget = RDO_TARGETS.get(arch, ((), None))[1]
         kept = [("bias corr." if p["reconstruction"]["bias_correction_kept"] else "") + (
-            " + e2e" if p["reconstruction"]["e2e_kept"] else "") for p in r["licq"]["points"]]
+            " + e2e" if p["reconstruction"]["e2e_kept"] else "")
+            if p["reconstruction"].get("kept", True) else "calibrated model kept"
+            for p in r["licq"]["points"]]
         met = ("—" if goal is None else "**not met**" if value is None or value > goal
                else "met")
-        rows.append(f"| {setting} | {_bd(anchor, read_results(plain)) if plain else '—'} | "
+        dagger = "" if all("kept" in p["reconstruction"] for p in r["licq"]["points"]) else " †"
+        rows.append(f"| {setting}{dagger} | {_bd(anchor, read_results(plain)) if plain else '—'} | "
                     f"{_bd(anchor, r)} | {_bd(anchor, r, 'ms-ssim-rgb')} | "
                     f"{'—' if goal is None else f'≤ {goal:g}'} ({met}) | "
                     f"{_mean([x['ratio'] for x in _sizes(r)]):.2f} | {minutes:.1f}"
@@ -242,7 +245,10 @@ def _reconstruction_rows(arch: str, anchor: dict) -> list[str]:
     return ["RD-optimised reconstruction (`--method rdo`: AdaRound rounding and activation steps "
             "learned block by block on the RD-gradient-weighted error, bias correction and an "
             "end-to-end RD stage each kept only where they lower the RD loss of 8 held-out "
-            "training crops; 32 calibration crops, never Kodak; no weight is trained; "
+            "training crops, and the whole reconstruction only where it ends below the "
+            "calibrated model's (else `calibrated model kept`; † a row run before this "
+            "fallback existed, which keeps every reconstruction); 32 calibration crops, never "
+            "Kodak; no weight is trained; "
             f"`EXTRA=\"--method rdo\" SUFFIX=-rdo ONLY=<setting> run_ptq.sh {arch}`), beside "
             "the range-only PTQ of the same configuration:", "",
             "| setting | BD-rate PSNR (%) range only | with `--method rdo` | its BD-rate MS-SSIM "

@@ -4,6 +4,7 @@ import copy
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import pytest
 import torch
@@ -26,11 +27,13 @@ from tests.conftest import tiny_model
 FAST = ReconstructionConfig(iters=40, e2e_iters=5, batch_size=2)
 
 
-def _rdo(arch, crop_dir, cfg=None, rec=FAST):
+def _rdo(arch, crop_dir, cfg=None, rec=FAST, fallback=False):
+    """The reconstruction of a tiny model (without the fallback to the calibrated model unless
+    asked: these tests look at what the reconstruction itself leaves)."""
     model = tiny_model(arch)
     r = post_training_quantize(model, cfg or QuantConfig.uniform(4, 8), crop_dir, num_crops=4,
                                batch_size=2, patch_size=64, progress=False, method="rdo",
-                               lmbda=0.01, reconstruction=rec)
+                               lmbda=0.01, reconstruction=replace(rec, fallback=fallback))
     return model, r
 
 
@@ -185,6 +188,41 @@ def test_seeded_runs_are_deterministic(crop_dir):
     b, _ = _rdo("bmshj2018-hyperprior", crop_dir, rec=rec)
     for (n, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(x, y), n
+
+
+@pytest.mark.parametrize("after,fallback,kept", [(2.0, True, False), (0.5, True, True),
+                                                   (2.0, False, True)])
+def test_fallback_restores_the_calibrated_model_when_the_reconstruction_hurts(
+        crop_dir, monkeypatch, after, fallback, kept):
+    """A reconstruction that ends at or above the calibrated model's held-out RD loss is undone:
+    the model is exactly the calibrated one again (weights, biases, steps) and the report says
+    so; one that ends below it, or any without the fallback, stays. (The held-out losses are
+    scripted, 1.0 for the float and calibrated models and ``after`` for every later state, so
+    the decision is known; the blocks' reconstruction is replaced by a visible change.)"""
+    import licq.ptq.reconstruct as rec_mod
+
+    def changed(block, data, cfg=None, gen=None, progress=False):
+        with torch.no_grad():
+            for _, layer in block.layers():
+                if isinstance(getattr(layer, "weight", None), torch.Tensor):
+                    layer.weight.mul_(1.5)
+        return {"block": block.name, "error_before": 1.0, "error_after": 1.0}
+
+    calls = []
+    monkeypatch.setattr(rec_mod, "reconstruct_block", changed)
+    monkeypatch.setattr(rec_mod, "mean_rd_loss",
+                        lambda *a, **k: calls.append(1) or (1.0 if len(calls) <= 2 else after))
+    rec = ReconstructionConfig(iters=5, e2e_iters=0, bias_correction=False)
+    model, r = _rdo("bmshj2018-hyperprior", crop_dir, rec=rec, fallback=fallback)
+    assert r.reconstruction.kept is kept
+    assert r.reconstruction.heldout_rd_loss == {"float": 1.0, "calibrated": 1.0,
+                                                "reconstructed": after}
+    plain = tiny_model("bmshj2018-hyperprior")
+    assert post_training_quantize(plain, QuantConfig.uniform(4, 8), crop_dir, num_crops=4,
+                                  batch_size=2, patch_size=64, progress=False).reconstruction is None
+    same = [torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                              plain.state_dict().values(), strict=True)]
+    assert all(same) is not kept  # restored exactly, or reconstructed (changed)
 
 
 # -- refusals ------------------------------------------------------------------------------------

@@ -237,7 +237,8 @@ def test_qat_from_the_reconstructed_model(tmp_path, crop_dir, monkeypatch):
                         lambda m, spec: started.append(weights_on_grid(m)) or real_prepare(m, spec))
     settings = QATSettings(spec=PRESETS["fmpq"].settings.spec, calib_crops=4, calib_size=64,
                            init="rdo-ptq",
-                           reconstruction=ReconstructionConfig(iters=5, e2e_iters=0))
+                           reconstruction=ReconstructionConfig(iters=5, e2e_iters=0,
+                                                               fallback=False))
     qat_quantize(tiny_model(ARCH), QuantConfig.uniform(4, 8), settings, _train_cfg(2),
                  train_dir=crop_dir, out_dir=tmp_path, progress=False)
     assert started == [True]

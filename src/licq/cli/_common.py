@@ -176,7 +176,7 @@ def _reconstruction_config(args: argparse.Namespace, method: str | None = None):
     method = method or getattr(args, "method", "range")
     given: dict = {k: getattr(args, f"rdo_{k}") for k in ("iters", "e2e_iters", "batch_size", "seed")
                    if getattr(args, f"rdo_{k}", None) is not None}
-    for flag in ("no_fisher", "no_bias_correction"):
+    for flag in ("no_fisher", "no_bias_correction", "no_fallback"):
         if getattr(args, f"rdo_{flag}", False):
             given[flag.removeprefix("no_")] = False
     if given and method not in ("rdo", "rdo-ptq"):
@@ -278,6 +278,9 @@ def _add_reconstruction_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--rdo-no-fisher", action="store_true",
                    help="rdo: plain MSE block error instead of the RD-gradient-weighted one")
     s.add_argument("--rdo-no-bias-correction", action="store_true", help="rdo: skip it")
+    s.add_argument("--rdo-no-fallback", action="store_true",
+                   help="rdo: keep the reconstruction even where it does not lower the held-out "
+                        "RD loss below the calibrated model's")
 
 
 def _equalize_arg(text: str) -> float | str:

@@ -24,7 +24,9 @@ float codec, in data-flow order, on calibration crops of training images:
   together on the whole model's RD loss.
 
 Bias correction and the end-to-end stage are kept only where they lower the RD loss on held-out
-training crops (never the evaluation set); the result records what was kept. No weight is
+training crops (never the evaluation set), and the whole reconstruction only where it ends below
+the calibrated model's held-out RD loss (else the calibrated model is restored: smaller block
+errors do not always make a smaller RD loss); the result records what was kept. No weight is
 trained: weights only round up or down.
 """
 
@@ -69,6 +71,9 @@ class ReconstructionConfig:
         bias_correction: try per-channel bias correction after each block's rounding.
         e2e_iters: steps of the end-to-end RD stage over all activation steps (0: none).
         e2e_lr: Adam learning rate of that stage.
+        fallback: restore the calibrated (round-to-nearest) model when the reconstruction, with
+            whichever stages it kept, does not lower the held-out RD loss below the calibrated
+            one (lower block errors need not mean a lower RD loss).
         seed: seed of the sampling of crops and of the RD gradient's noise.
     """
 
@@ -83,6 +88,7 @@ class ReconstructionConfig:
     bias_correction: bool = True
     e2e_iters: int = 100
     e2e_lr: float = 1e-3
+    fallback: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -107,12 +113,14 @@ class ReconstructionConfig:
 
 @dataclass
 class ReconstructionReport:
-    """What :func:`reconstruct_` did: per block its error before/after, kept stages, time."""
+    """What :func:`reconstruct_` did: per block its error before/after, kept stages, whether
+    the reconstruction was kept at all (``kept``; else the calibrated model was restored), time."""
 
     blocks: list[dict] = field(default_factory=list)
     heldout_rd_loss: dict[str, float] = field(default_factory=dict)
     bias_correction_kept: bool = False
     e2e_kept: bool = False
+    kept: bool = True
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -559,9 +567,16 @@ def reconstruct_(
     report.heldout_rd_loss["float"] = heldout_loss(float_model)
     report.heldout_rd_loss["calibrated"] = heldout_loss(model)
     blocks = _call_order(model, reconstruction_blocks(model), calib[0][:1])
+    calibrated = _snapshot(model) if cfg.fallback else None
     with frozen(model, float_model):
-        _reconstruct_all(model, float_model, blocks, calib, rd_loss, heldout_loss, cfg, gen,
-                         report, progress)
+        final = _reconstruct_all(model, float_model, blocks, calib, rd_loss, heldout_loss, cfg,
+                                 gen, report, progress)
+    if calibrated is not None and final >= report.heldout_rd_loss["calibrated"]:
+        model.load_state_dict(calibrated)
+        report.kept = False
+        if progress:
+            tqdm.write(f"reconstruction kept out: held-out RD loss {final:.4g} ≥ calibrated "
+                       f"{report.heldout_rd_loss['calibrated']:.4g}; the calibrated model stays")
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -569,7 +584,9 @@ def reconstruct_(
 def _reconstruct_all(model: nn.Module, float_model: nn.Module, blocks: list[Block],
                      calib: list[Tensor], rd_loss: Callable, heldout_loss: Callable,
                      cfg: ReconstructionConfig, gen: torch.Generator,
-                     report: ReconstructionReport, progress: bool) -> None:
+                     report: ReconstructionReport, progress: bool) -> float:
+    """Reconstruct ``blocks`` in order, then the optional stages; returns the held-out RD loss
+    of the state it leaves."""
     fp_mods = dict(float_model.named_modules())
     missing = [n for b in blocks for n in b.names if n not in fp_mods]
     if missing:
@@ -627,8 +644,11 @@ def _reconstruct_all(model: nn.Module, float_model: nn.Module, blocks: list[Bloc
             e2e = heldout_loss(model)
             report.heldout_rd_loss["end_to_end"] = e2e
             report.e2e_kept = e2e < best
-            if not report.e2e_kept:
+            if report.e2e_kept:
+                best = e2e
+            else:
                 model.load_state_dict(snap)
+    return best
 
 
 def block_errors(model: nn.Module, float_model: nn.Module, batches: list[Tensor]
