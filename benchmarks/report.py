@@ -225,11 +225,12 @@ def _reconstruction_rows(arch: str, anchor: dict) -> list[str]:
         goal = _rdo_target(arch, setting)
         bars.append((setting, _bd_or_none(anchor, plain), value, goal))
         minutes = max(r["licq"]["ptq_seconds"]) / 60
+        threads = r["licq"].get("torch_threads", "?")
         budget = RDO_TARGETS.get(arch, ((), None))[1]
-        kept = [("bias corr." if p["reconstruction"]["bias_correction_kept"] else "") + (
-            " + e2e" if p["reconstruction"]["e2e_kept"] else "")
-            if p["reconstruction"].get("kept", True) else "calibrated model kept"
-            for p in r["licq"]["points"]]
+        kept = [" + ".join(s for s, k in (("bias corr.", p["reconstruction"]["bias_correction_kept"]),
+                                            ("e2e", p["reconstruction"]["e2e_kept"])) if k)
+                if p["reconstruction"].get("kept", True) else "calibrated model kept"
+                for p in r["licq"]["points"]]
         met = ("—" if goal is None else "**not met**" if value is None or value > goal
                else "met")
         dagger = "" if all("kept" in p["reconstruction"] for p in r["licq"]["points"]) else " †"
@@ -237,8 +238,9 @@ def _reconstruction_rows(arch: str, anchor: dict) -> list[str]:
                     f"{_bd(anchor, r)} | {_bd(anchor, r, 'ms-ssim-rgb')} | "
                     f"{'—' if goal is None else f'≤ {goal:g}'} ({met}) | "
                     f"{_mean([x['ratio'] for x in _sizes(r)]):.2f} | {minutes:.1f}"
-                    f"{'' if budget is None or minutes <= budget else ' (over budget)'} | "
-                    f"{', '.join(k.strip() or 'none' for k in kept)} |")
+                    f"{'' if budget is None or minutes <= budget else ' (over budget)'} "
+                    f"({threads} thread{'' if threads == 1 else 's'}) | "
+                    f"{', '.join(k or 'none' for k in kept)} |")
     if not rows:
         return []
     plot = _plot_rdo(arch, bars)
@@ -252,7 +254,7 @@ def _reconstruction_rows(arch: str, anchor: dict) -> list[str]:
             f"`EXTRA=\"--method rdo\" SUFFIX=-rdo ONLY=<setting> run_ptq.sh {arch}`), beside "
             "the range-only PTQ of the same configuration:", "",
             "| setting | BD-rate PSNR (%) range only | with `--method rdo` | its BD-rate MS-SSIM "
-            "(%) | target (%) | model ratio | minutes / model (slowest of 4, 1 thread) | stages "
+            "(%) | target (%) | model ratio | minutes / model (slowest of 4) | stages "
             "kept (q1–q4) |",
             "|---|---|---|---|---|---|---|---|", *rows, "", f"![rdo vs range-only PTQ]"
             f"(benchmarks/results/{plot.name})", ""]
