@@ -217,9 +217,7 @@ def _reconstruction_rows(arch: str, anchor: dict) -> list[str]:
     rows, bars = [], []
     for f in sorted(RESULTS.glob(f"ptq-{arch}-*-rdo.json"), key=_rdo_order):
         setting = f.stem.removeprefix(f"ptq-{arch}-").removesuffix("-rdo")
-        # beside the range-only PTQ of the same code (the joint AR models: after the fix)
-        plain = ((arch in _AR_FIXED and _ptq_counterpart(arch, setting + _FIX_SUFFIX))
-                 or _ptq_counterpart(arch, setting))
+        plain = _range_only(arch, setting)
         r = read_results(f)
         value = _bd_or_none(anchor, f)
         goal = _rdo_target(arch, setting)
@@ -251,13 +249,21 @@ def _reconstruction_rows(arch: str, anchor: dict) -> list[str]:
             "calibrated model's (else `calibrated model kept`; † a row run before this "
             "fallback existed, which keeps every reconstruction); 32 calibration crops, never "
             "Kodak; no weight is trained; "
-            f"`EXTRA=\"--method rdo\" SUFFIX=-rdo ONLY=<setting> run_ptq.sh {arch}`), beside "
+            f"`EXTRA=\"--method rdo\" SUFFIX=-rdo ONLY=<setting> run_ptq.sh {arch}` at 1 "
+            "thread, or the `licq ptq` command the file records), beside "
             "the range-only PTQ of the same configuration:", "",
             "| setting | BD-rate PSNR (%) range only | with `--method rdo` | its BD-rate MS-SSIM "
             "(%) | target (%) | model ratio | minutes / model (slowest of 4) | stages "
             "kept (q1–q4) |",
             "|---|---|---|---|---|---|---|---|", *rows, "", f"![rdo vs range-only PTQ]"
             f"(benchmarks/results/{plot.name})", ""]
+
+
+def _range_only(arch: str, setting: str) -> Path | None:
+    """The range-only PTQ file a variant of ``setting`` is shown beside (for the joint
+    autoregressive models, the one run after the decoded-latent fix where it exists)."""
+    return ((arch in _AR_FIXED and _ptq_counterpart(arch, setting + _FIX_SUFFIX))
+            or _ptq_counterpart(arch, setting))
 
 
 def _rdo_order(f: Path) -> tuple[int, str]:
@@ -317,9 +323,7 @@ def _equalization_rows(arch: str, anchor: dict) -> list[str]:
     rows = []
     for f in sorted(RESULTS.glob(f"ptq-{arch}-*-eq-auto.json")):
         setting = f.stem.removeprefix(f"ptq-{arch}-").removesuffix("-eq-auto")
-        # beside the range-only PTQ of the same code (the joint AR models: after the fix)
-        plain = ((arch in _AR_FIXED and _ptq_counterpart(arch, setting + _FIX_SUFFIX))
-                 or _ptq_counterpart(arch, setting))
+        plain = _range_only(arch, setting)
         r = read_results(f)
         alphas = ", ".join(f"q{p.get('quality')}: {_alpha(p)}" for p in r["licq"]["points"])
         rows.append(f"| {setting} | {_bd(anchor, read_results(plain)) if plain else '—'} | "
