@@ -14,6 +14,7 @@ recomputes the mean size ratios, and records each part's own command and provena
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -23,15 +24,15 @@ sys.path.insert(0, str(ROOT / "src"))
 from licq._provenance import provenance  # noqa: E402
 from licq.eval.results import read_results, write_results  # noqa: E402
 
-#: licq fields the parts must share (a part differing in one is another experiment)
-SHARED = ("arch", "bpp_source", "images", "num_images", "torch_threads", "dataset", "setting",
-          "bit_config", "method", "reconstruction_config", "calibration", "commit")
 #: licq fields with one entry per quality point, concatenated
 PER_POINT = ("points", "model_bytes", "fp32_bytes", "calibration_seconds", "ptq_seconds")
 #: licq fields that are means over the quality points, recomputed as the points-weighted mean
 MEANS = ("ratio", "weight_ratio", "quantized_layers_ratio")
 #: licq fields describing one part's own invocation (kept per part, under merged_from)
 OWN = ("command", "provenance")
+#: every other licq field (architecture, setting, bit config, method and its configuration,
+#: calibration, images, threads, commit, ...) must be the same in every part: a part differing
+#: in one is another experiment
 
 
 class MergeError(ValueError):
@@ -44,20 +45,16 @@ def merge(parts: list[dict], command: str) -> dict:
         raise MergeError("give at least two parts")
     first = parts[0]["licq"]
     keys = set(first)
+    shared = sorted(keys - set(PER_POINT) - set(MEANS) - set(OWN))
     for p in parts[1:]:
         lq = p["licq"]
         if set(lq) != keys:
             raise MergeError(f"the parts record different fields: {sorted(keys ^ set(lq))}")
-        for k in SHARED:
-            if lq.get(k) != first.get(k):
-                raise MergeError(f"the parts differ in licq.{k}: {first.get(k)!r} vs {lq.get(k)!r}")
+        for k in shared:
+            if lq[k] != first[k]:
+                raise MergeError(f"the parts differ in licq.{k}: {first[k]!r} vs {lq[k]!r}")
         if set(p["results"]) != set(parts[0]["results"]):
             raise MergeError("the parts report different metrics")
-    unknown = keys - set(SHARED) - set(PER_POINT) - set(MEANS) - set(OWN)
-    for k in unknown:  # anything else must agree too (never silently take the first part's)
-        if any(p["licq"][k] != first[k] for p in parts[1:]):
-            raise MergeError(f"the parts differ in licq.{k}; this script does not know how to "
-                             "merge it")
     # (quality, part index, point index), sorted by quality
     order = sorted((pt["quality"], i, j) for i, p in enumerate(parts)
                    for j, pt in enumerate(p["licq"]["points"]))
@@ -80,13 +77,11 @@ def merge(parts: list[dict], command: str) -> dict:
     for k in MEANS:
         if k in first:
             out_licq[k] = sum(p["licq"][k] * len(p["licq"]["points"]) for p in parts) / n_total
-    prov = provenance()
-    out_licq["command"] = command
-    out_licq["commit"] = first["commit"]  # the code that computed every point
+    out_licq["command"] = command  # its commit is the parts' (shared): the code of every point
     out_licq["merged_from"] = [{"command": p["licq"]["command"],
                                 "qualities": [pt["quality"] for pt in p["licq"]["points"]],
                                 "provenance": p["licq"].get("provenance")} for p in parts]
-    out_licq["provenance"] = prov
+    out_licq["provenance"] = provenance()
     descriptions = {p.get("description", "") for p in parts}
     return {"name": parts[0]["name"],
             "description": " | ".join(sorted(descriptions)) + (
@@ -100,8 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("parts", nargs="+", type=Path)
     ap.add_argument("-o", "--output", type=Path, required=True)
     args = ap.parse_args(argv)
-    import shlex
-
     command = shlex.join(["benchmarks/merge_points.py", *map(str, args.parts), "-o",
                           str(args.output)])
     try:
