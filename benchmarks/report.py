@@ -141,12 +141,18 @@ OVERLAP_NOTE = (f"‡ The two curves share less than {MIN_OVERLAP:.0%} of their 
                 "averages over the shared range only.")
 
 
-def _bd(anchor: dict, r: dict, metric: str = "psnr-rgb") -> str:
+def _bd_with_value(anchor: dict, r: dict, metric: str = "psnr-rgb") -> tuple[str, float | None]:
+    """The BD-rate of ``r`` against ``anchor`` as table text (‡ where the curves overlap too
+    little, ``n/a (why)`` where they cannot be compared) and as a number (None there)."""
     try:
         value = bd_rate(anchor, r, metric)
     except Exception as e:  # noqa: BLE001 - a curve that cannot be compared is reported as such
-        return f"n/a ({str(e).split(': ')[-1]})"
-    return f"{value:+.2f}" + ("‡" if bd_overlap(anchor, r, metric) < MIN_OVERLAP else "")
+        return f"n/a ({str(e).split(': ')[-1]})", None
+    return f"{value:+.2f}" + ("‡" if bd_overlap(anchor, r, metric) < MIN_OVERLAP else ""), value
+
+
+def _bd(anchor: dict, r: dict, metric: str = "psnr-rgb") -> str:
+    return _bd_with_value(anchor, r, metric)[0]
 
 
 def _delta(anchor: dict, r: dict) -> str:
@@ -218,10 +224,12 @@ def _reconstruction_rows(arch: str, anchor: dict) -> list[str]:
     for f in sorted(RESULTS.glob(f"ptq-{arch}-*-rdo.json"), key=_rdo_order):
         setting = f.stem.removeprefix(f"ptq-{arch}-").removesuffix("-rdo")
         plain = _range_only(arch, setting)
+        plain_txt, plain_value = (_bd_with_value(anchor, read_results(plain)) if plain
+                                  else ("—", None))
         r = read_results(f)
-        value = _bd_or_none(anchor, f)
+        value_txt, value = _bd_with_value(anchor, r)
         goal = _rdo_target(arch, setting)
-        bars.append((setting, _bd_or_none(anchor, plain), value, goal))
+        bars.append((setting, plain_value, value, goal))
         minutes = max(r["licq"]["ptq_seconds"]) / 60
         threads = r["licq"].get("torch_threads", "?")
         budget = RDO_TARGETS.get(arch, ((), None))[1]
@@ -232,8 +240,8 @@ def _reconstruction_rows(arch: str, anchor: dict) -> list[str]:
         met = ("—" if goal is None else "**not met**" if value is None or value > goal
                else "met")
         dagger = "" if all("kept" in p["reconstruction"] for p in r["licq"]["points"]) else " †"
-        rows.append(f"| {setting}{dagger} | {_bd(anchor, read_results(plain)) if plain else '—'} | "
-                    f"{_bd(anchor, r)} | {_bd(anchor, r, 'ms-ssim-rgb')} | "
+        rows.append(f"| {setting}{dagger} | {plain_txt} | "
+                    f"{value_txt} | {_bd(anchor, r, 'ms-ssim-rgb')} | "
                     f"{'—' if goal is None else f'≤ {goal:g}'} ({met}) | "
                     f"{_mean([x['ratio'] for x in _sizes(r)]):.2f} | {minutes:.1f}"
                     f"{'' if budget is None or minutes <= budget else ' (over budget)'} "
@@ -270,15 +278,6 @@ def _rdo_order(f: Path) -> tuple[int, str]:
     """w8a8 first, then the FMPQ ratios in increasing order."""
     m = re.search(r"fmpq-(\d+)x", f.stem)
     return (int(m.group(1)) if m else 0, f.stem)
-
-
-def _bd_or_none(anchor: dict, f: Path | None) -> float | None:
-    if f is None:
-        return None
-    try:
-        return bd_rate(anchor, read_results(f))
-    except Exception:  # noqa: BLE001 - a curve BD cannot compare (drawn as missing)
-        return None
 
 
 def _plot_rdo(arch: str, bars: list[tuple[str, float | None, float | None, float | None]]
