@@ -599,23 +599,14 @@ def qat_section() -> str:
             ptq = _ptq_counterpart(arch, setting)
             ptq_bd = _bd(anchor, read_results(ptq)) if ptq else "—"
             sz = _sizes(r)
-            try:
-                bd = bd_rate(anchor, r)
-            except Exception:  # noqa: BLE001
-                bd = None
+            bd_txt, bd = _bd_with_value(anchor, r)
             if base in QAT_MAIN and bd is not None and not setting.endswith(_FIX_SUFFIX):
                 series.setdefault(base, []).append((_mean(r["licq"]["steps"]), bd, setting))
             goal = _goal(base)
             control = _control_for(arch, setting)
-            vs_control = _bd(read_results(control), r) if control else "—"
-            judged = None  # the goal is judged against the control where there is one
-            if control is not None:
-                try:
-                    judged = bd_rate(read_results(control), r)
-                except Exception:  # noqa: BLE001 - no BD-rate: n/a
-                    judged = None
-            elif bd is not None:
-                judged = bd
+            # the goal is judged against the control where there is one
+            vs_control, judged = (_bd_with_value(read_results(control), r) if control
+                                  else ("—", bd))
             if goal is None:
                 goal_txt = "—"
             elif judged is None:
@@ -625,7 +616,7 @@ def qat_section() -> str:
                     "within)" if judged <= goal else "above)")
             else:
                 goal_txt = f"≤ {goal:g}: {'met' if judged <= goal else 'NOT met'}"
-            row = (f"| {setting} | {_spec(r)} | {_bd(anchor, r)} | {ptq_bd} | {goal_txt} | "
+            row = (f"| {setting} | {_spec(r)} | {bd_txt} | {ptq_bd} | {goal_txt} | "
                    f"{vs_control} | {_mean([x['weight_ratio'] for x in sz]):.3f} | "
                    f"{_mean(r['licq']['steps']):.0f} | {_mean(r['licq']['train_seconds']):.0f} | "
                    f"{_train_code(r)} |")
