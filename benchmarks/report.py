@@ -259,7 +259,10 @@ def _reconstruction_rows(arch: str, anchor: dict) -> list[str]:
             "Kodak; no weight is trained; "
             f"`EXTRA=\"--method rdo\" SUFFIX=-rdo ONLY=<setting> run_ptq.sh {arch}` at 1 "
             "thread, or the `licq ptq` command the file records), beside "
-            "the range-only PTQ of the same configuration:", "",
+            "the range-only PTQ of the same configuration. `fmpq-<R>x` is FMPQ's DP allocation "
+            "from ζ measured with range-only PTQ (`run_fmpq.py`); `fmpq-<R>x-rdo-zeta` the DP "
+            "allocation at the same target from ζ measured after reconstruction (`licq "
+            "sensitivity --ptq rdo`, `benchmarks/run_rdo_zeta.sh`):", "",
             "| setting | BD-rate PSNR (%) range only | with `--method rdo` | its BD-rate MS-SSIM "
             "(%) | target (%) | model ratio | minutes / model (slowest of 4) | stages "
             "kept (q1–q4) |",
@@ -556,6 +559,8 @@ def _ptq_counterpart(arch: str, setting: str) -> Path | None:
     if (setting.split("-")[0] == "w8a8" or re.fullmatch(r"fmpq-\d+x-a\d+-g_s", setting)
             or setting.endswith("-eq-auto")):
         f = RESULTS / f"ptq-{arch}-{setting}{fix}.json"
+    elif re.fullmatch(r"fmpq-\d+x-rdo-zeta", setting):  # run_rdo_zeta.sh's range-only PTQ
+        f = RESULTS / f"ptq-{arch}-{setting}.json"
     elif m := re.fullmatch(r"fmpq-(\d+x)(-dp-monotone)?", setting):
         f = RESULTS / f"fmpq-{arch}-{'dp-monotone' if m.group(2) else 'dp'}-{m.group(1)}{fix}.json"
         if not f.is_file():  # run_ptq.sh ONLY=fmpq-<R>x…: the same PTQ re-run (after the fix)

@@ -10,7 +10,8 @@
 # Resumable: a ζ table already written is not measured again (one is ~25 min per quality for the
 # ScaleHyperprior at 1 thread). Writes benchmarks/results/sensitivity-<arch>-rdo-q<q>.json,
 # benchmarks/configs/<arch>-dp-<R>x-rdo-zeta-q<q>.json and
-# benchmarks/results/ptq-<arch>-fmpq-<R>x-rdo-zeta-rdo.json (shown beside the other rdo rows).
+# benchmarks/results/ptq-<arch>-fmpq-<R>x-rdo-zeta.json (range-only PTQ of that allocation) and
+# ptq-<arch>-fmpq-<R>x-rdo-zeta-rdo.json (with --method rdo; shown beside the other rdo rows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LICQ=${LICQ:-.venv/bin/licq}
@@ -39,8 +40,12 @@ for r in ${RATIOS:-6}; do
       "$OUT/sensitivity-$arch-rdo-q$q.json" --target-ratio "$r" --method dp --basis weights -o "$c"
     configs+=("$c")
   done
-  "$LICQ" ptq -a "$arch" -q 1 2 3 4 -m "${CKPTS[@]}" --bit-config "${configs[@]}" --method rdo \
-    -d "$KODAK" --calib-dir "$CALIB" --calib-crops 32 --threads "$THREADS" \
-    --name "$arch-ptq-fmpq-${r}x-rdo-zeta-rdo" -o "$OUT/ptq-$arch-fmpq-${r}x-rdo-zeta-rdo.json" \
-    --no-progress
+  # the same allocation with range-only PTQ, then with --method rdo (each skipped when written)
+  for m in range: rdo:-rdo; do  # method:name suffix
+    method=${m%%:*}; name=fmpq-${r}x-rdo-zeta${m#*:}
+    [[ ! -f $OUT/ptq-$arch-$name.json ]] || continue
+    "$LICQ" ptq -a "$arch" -q 1 2 3 4 -m "${CKPTS[@]}" --bit-config "${configs[@]}" --method "$method" \
+      -d "$KODAK" --calib-dir "$CALIB" --calib-crops 32 --threads "$THREADS" \
+      --name "$arch-ptq-$name" -o "$OUT/ptq-$arch-$name.json" --no-progress
+  done
 done
