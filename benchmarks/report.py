@@ -250,6 +250,11 @@ def _reconstruction_rows(arch: str, anchor: dict) -> list[str]:
     if not rows:
         return []
     plot = _plot_rdo(arch, bars)
+    zeta_note = (". `fmpq-<R>x` is FMPQ's DP allocation from ζ measured with range-only PTQ "
+                 "(`run_fmpq.py`); `fmpq-<R>x-rdo-zeta` the DP allocation at the same target "
+                 "from ζ measured after reconstruction (`licq sensitivity --ptq rdo`, "
+                 f"`benchmarks/run_rdo_zeta.sh {arch}`)"
+                 if any(b[0].endswith("-rdo-zeta") for b in bars) else "")
     return ["RD-optimised reconstruction (`--method rdo`: AdaRound rounding and activation steps "
             "learned block by block on the RD-gradient-weighted error, bias correction and an "
             "end-to-end RD stage each kept only where they lower the RD loss of 8 held-out "
@@ -259,10 +264,7 @@ def _reconstruction_rows(arch: str, anchor: dict) -> list[str]:
             "Kodak; no weight is trained; "
             f"`EXTRA=\"--method rdo\" SUFFIX=-rdo ONLY=<setting> run_ptq.sh {arch}` at 1 "
             "thread, or the `licq ptq` command the file records), beside "
-            "the range-only PTQ of the same configuration. `fmpq-<R>x` is FMPQ's DP allocation "
-            "from ζ measured with range-only PTQ (`run_fmpq.py`); `fmpq-<R>x-rdo-zeta` the DP "
-            "allocation at the same target from ζ measured after reconstruction (`licq "
-            "sensitivity --ptq rdo`, `benchmarks/run_rdo_zeta.sh`):", "",
+            "the range-only PTQ of the same configuration" + zeta_note + ":", "",
             "| setting | BD-rate PSNR (%) range only | with `--method rdo` | its BD-rate MS-SSIM "
             "(%) | target (%) | model ratio | minutes / model (slowest of 4) | stages "
             "kept (q1–q4) |",
