@@ -259,8 +259,9 @@ def _reconstruction_rows(arch: str, anchor: dict) -> list[str]:
             "learned block by block on the RD-gradient-weighted error, bias correction and an "
             "end-to-end RD stage each kept only where they lower the RD loss of 8 held-out "
             "training crops, and the whole reconstruction only where it ends below the "
-            "calibrated model's (else `calibrated model kept`; † a row run before this "
-            "fallback existed, which keeps every reconstruction); 32 calibration crops, never "
+            "calibrated model's (else `calibrated model kept`" + (
+                "; † a row run before this fallback existed, which keeps every reconstruction"
+                if any(" † |" in row for row in rows) else "") + "); 32 calibration crops, never "
             "Kodak; no weight is trained; "
             f"`EXTRA=\"--method rdo\" SUFFIX=-rdo ONLY=<setting> run_ptq.sh {arch}` at 1 "
             "thread, or the `licq ptq` command the file records), beside "
