@@ -7,7 +7,7 @@
 #   QUALITIES="3 4" bash benchmarks/run_rdo_zeta.sh  # only those ζ tables (e.g. two 1-thread
 #     processes side by side); the allocation and PTQ steps run once all four tables exist
 #   RATIOS="4 6 8" ...                               # targets (default: 6)
-# Resumable: a ζ table already written is not measured again (one is ~25 min per quality for the
+# Resumable: a ζ table already written is not measured again (one took 15-27 min per quality for the
 # ScaleHyperprior at 1 thread). Writes benchmarks/results/sensitivity-<arch>-rdo-q<q>.json,
 # benchmarks/configs/<arch>-dp-<R>x-rdo-zeta-q<q>.json and
 # benchmarks/results/ptq-<arch>-fmpq-<R>x-rdo-zeta.json (range-only PTQ of that allocation) and
