@@ -221,6 +221,7 @@ def _reconstruction_rows(arch: str, anchor: dict) -> list[str]:
     """``run_ptq.sh`` with ``EXTRA="--method rdo" SUFFIX=-rdo``: each setting reconstructed
     (learned rounding and activation steps, licq.ptq.reconstruct), beside its range-only PTQ."""
     rows, bars = [], []
+    pre_fallback = False  # a row run before the fallback existed (marked †)
     for f in sorted(RESULTS.glob(f"ptq-{arch}-*-rdo.json"), key=_rdo_order):
         setting = f.stem.removeprefix(f"ptq-{arch}-").removesuffix("-rdo")
         plain = _range_only(arch, setting)
@@ -240,6 +241,7 @@ def _reconstruction_rows(arch: str, anchor: dict) -> list[str]:
         met = ("—" if goal is None else "**not met**" if value is None or value > goal
                else "met")
         dagger = "" if all("kept" in p["reconstruction"] for p in r["licq"]["points"]) else " †"
+        pre_fallback |= bool(dagger)
         rows.append(f"| {setting}{dagger} | {plain_txt} | "
                     f"{value_txt} | {_bd(anchor, r, 'ms-ssim-rgb')} | "
                     f"{'—' if goal is None else f'≤ {goal:g}'} ({met}) | "
@@ -261,7 +263,7 @@ def _reconstruction_rows(arch: str, anchor: dict) -> list[str]:
             "training crops, and the whole reconstruction only where it ends below the "
             "calibrated model's (else `calibrated model kept`" + (
                 "; † a row run before this fallback existed, which keeps every reconstruction"
-                if any(" † |" in row for row in rows) else "") + "); 32 calibration crops, never "
+                if pre_fallback else "") + "); 32 calibration crops, never "
             "Kodak; no weight is trained; "
             f"`EXTRA=\"--method rdo\" SUFFIX=-rdo ONLY=<setting> run_ptq.sh {arch}` at 1 "
             "thread, or the `licq ptq` command the file records), beside "
@@ -559,11 +561,10 @@ def _ptq_counterpart(arch: str, setting: str) -> Path | None:
     setting = _same_bits(_budget_base(setting))
     # w8a8-a10-g_s: act_floor.sh's PTQ; fmpq-8x-a10-g_s: run_ptq.sh ONLY=fmpq-8x-a10-g_s
     # …-eq-auto: run_ptq.sh EXTRA="--equalize auto" SUFFIX=-eq-auto ONLY=<setting>
-    if (setting.split("-")[0] == "w8a8" or re.fullmatch(r"fmpq-\d+x-a\d+-g_s", setting)
+    # fmpq-<R>x-rdo-zeta: run_rdo_zeta.sh's range-only PTQ of its allocation
+    if (setting.split("-")[0] == "w8a8" or re.fullmatch(r"fmpq-\d+x-(a\d+-g_s|rdo-zeta)", setting)
             or setting.endswith("-eq-auto")):
         f = RESULTS / f"ptq-{arch}-{setting}{fix}.json"
-    elif re.fullmatch(r"fmpq-\d+x-rdo-zeta", setting):  # run_rdo_zeta.sh's range-only PTQ
-        f = RESULTS / f"ptq-{arch}-{setting}.json"
     elif m := re.fullmatch(r"fmpq-(\d+x)(-dp-monotone)?", setting):
         f = RESULTS / f"fmpq-{arch}-{'dp-monotone' if m.group(2) else 'dp'}-{m.group(1)}{fix}.json"
         if not f.is_file():  # run_ptq.sh ONLY=fmpq-<R>x…: the same PTQ re-run (after the fix)
